@@ -1,0 +1,61 @@
+"""What the analysis finds: coupled channel groups and their member slices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KINDS = ("channels", "heads", "residual", "head_dim")
+DEFAULT_KINDS = ("channels", "heads", "residual")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One dimension of one parameter or buffer that a group slices.
+
+    ``shared`` members hold only the outer axis of a compound group (the k/v
+    projections of a GQA layer): they lose an index only when every unit of it goes.
+    """
+
+    name: str
+    dim: int
+    role: str  # "parameter" | "buffer" | "constant"
+    shared: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.name}[{self.dim}]"
+
+
+@dataclass(frozen=True)
+class Group:
+    """A set of slices that must be removed together, unit by unit.
+
+    ``axes`` are the atomic axes whose indices are the group's units: one axis,
+    or two for grouped-query heads (``(kv_heads, queries_per_kv)``, unit =
+    ``kv * queries_per_kv + q``).  A group with ``frozen`` reasons is not pruned.
+    """
+
+    id: int
+    kind: str
+    size: int
+    axes: tuple[int, ...]
+    members: tuple[Member, ...]
+    frozen: tuple[str, ...] = ()
+    # Units per outer index for compound groups (GQA): removal is even across them.
+    blocks: int = 1
+    params_per_unit: int = 0
+
+    @property
+    def prunable(self) -> bool:
+        return not self.frozen
+
+    @property
+    def label(self) -> str:
+        """A short human name: the first member slice."""
+        return str(self.members[0]) if self.members else f"axis{self.axes[0]}"
+
+
+@dataclass
+class FrozenSummary:
+    """Frozen groups counted by reason, for reports."""
+
+    by_reason: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,43 @@
+"""The exception hierarchy: every error prunec raises on purpose is a :class:`PruneError`.
+
+Each carries a one-line message that names the problem and what to do about it;
+the CLI prints that line and exits with the class's ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class PruneError(Exception):
+    """Base class of all errors raised deliberately by prunec."""
+
+    exit_code: int = 1
+
+
+class ConfigError(PruneError, ValueError):
+    """An argument or option is invalid (ratio out of range, unknown kind, ...)."""
+
+    exit_code = 2
+
+
+class ModelLoadError(PruneError):
+    """A model could not be found or loaded."""
+
+    exit_code = 3
+
+
+class TraceError(PruneError):
+    """The model could not be traced into an FX graph."""
+
+    exit_code = 4
+
+
+class TransformError(PruneError):
+    """The pruned graph failed its own checks (shape re-propagation, numerics)."""
+
+    exit_code = 5
+
+
+class OutputExistsError(PruneError):
+    """The output path already exists and would be overwritten."""
+
+    exit_code = 6

@@ -1,0 +1,18 @@
+"""Op rules, one family per module; importing this package registers them all."""
+
+from prunec.rules import (  # noqa: F401  (imported for their registrations)
+    attention,
+    concat,
+    conv,
+    creation,
+    embedding,
+    linear,
+    norm,
+    pointwise,
+    reduction,
+    reshape,
+    split,
+)
+from prunec.rules.registry import Rule, lookup_rule, register_rule, registered_targets
+
+__all__ = ["Rule", "lookup_rule", "register_rule", "registered_targets"]
