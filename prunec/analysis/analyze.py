@@ -164,14 +164,33 @@ def _walk(ctx: AnalysisContext, gm: fx.GraphModule, keep_interface: bool,
                 continue
             if node not in ctx.layouts:
                 ctx.layouts[node] = ctx.fresh_for(node.meta.get("val"))
+            elif not _consistent(ctx, node):
+                # A rule bug must never turn into a wrong model: freeze instead.
+                _unhandled(ctx, node, f"rule for {_op_label(node.target)} gave inconsistent shapes")
         elif node.op == "output":
             if keep_interface:
                 for arg in _flatten(node.args):
                     if isinstance(arg, fx.Node):
                         ctx.freeze_value(arg, "model output (kept as the model's interface)")
+        elif node.op == "call_module" and node.target == "_guards_fn":
+            ctx.layouts[node] = None  # torch.export's input guards: no tensor output
         else:
             ctx.layouts[node] = ctx.fresh_for(node.meta.get("val"))
             _unhandled(ctx, node, f"no rule for {node.op} {node.target}")
+
+
+def _consistent(ctx: AnalysisContext, node: fx.Node) -> bool:
+    """Do the layouts a rule set for ``node`` add up to the traced shapes?"""
+
+    def check(lay: Any, val: Any) -> bool:
+        if isinstance(val, torch.Tensor):
+            return isinstance(lay, list) and len(lay) == val.dim() and all(
+                ctx.table.layout_size(ctx.table.resolve(d)) == int(s) for d, s in zip(lay, val.shape))
+        if isinstance(val, (list, tuple)) and isinstance(lay, list):
+            return len(lay) == len(val) and all(check(l, v) for l, v in zip(lay, val))
+        return True
+
+    return check(ctx.layouts[node], node.meta.get("val"))
 
 
 def _op_label(target: Any) -> str:
@@ -196,6 +215,10 @@ def _unhandled(ctx: AnalysisContext, node: fx.Node, reason: str) -> None:
     ctx.layouts[node] = ctx.fresh_for(node.meta.get("val"))
     ctx.freeze_value(node, reason)
     ctx.unhandled.append((node.name, reason))
+
+
+# Dims that are never channel widths (conv kernels): no group is listed for them.
+NOT_A_WIDTH = "convolution kernel size"
 
 
 def _classify(tags: set[str]) -> str:
@@ -264,7 +287,7 @@ def _build_groups(ctx: AnalysisContext, slots: dict[str, Slot], ignore: Sequence
             if a in ignored_atoms and "ignored by the user" not in frozen:
                 frozen.append("ignored by the user")
         size = prod(table.size(a) for a in axes)
-        if size <= 1:
+        if size <= 1 or NOT_A_WIDTH in frozen:
             return
         per_unit = 0
         for m in members:

@@ -58,7 +58,9 @@ class AxisTable:
         return axis
 
     def layout_for_size(self, size: int) -> Layout:
-        """A fresh layout for a dimension of ``size`` elements."""
+        """A fresh layout for a dimension of ``size`` elements (no segments for an empty dim)."""
+        if size == 0:
+            return ()
         return UNIT if size == 1 else ((self.new(size),),)
 
     def find(self, axis: int) -> int:
@@ -201,10 +203,11 @@ class AxisTable:
             raise LayoutMismatch(f"sizes differ: {sx} vs {sy}")
         bounds = set(self._boundaries(x)) | set(self._boundaries(y))
         x, y = self.cut(x, list(bounds)), self.cut(y, list(bounds))
-        x, y = self._drop_empty(x), self._drop_empty(y)
-        if len(x) != len(y):
+        # Size-1 segments carry no axis: pair up only the segments with units in them.
+        xs, ys = self._drop_empty(x), self._drop_empty(y)
+        if len(xs) != len(ys):
             raise LayoutMismatch("segment structure differs")
-        for sa, sb in zip(x, y):
+        for sa, sb in zip(xs, ys):
             self._unify_products(list(sa), list(sb))
         result = self.resolve(x)
         self.note_layout(result)

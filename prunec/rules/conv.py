@@ -134,3 +134,20 @@ def pooling(ctx: AnalysisContext, node: fx.Node) -> None:
         ctx.layouts[node] = [out_for(v) for v in val]
     else:
         ctx.set(node, out_for(val))
+
+
+@register_rule(aten.constant_pad_nd, aten.pad, aten.reflection_pad1d, aten.reflection_pad2d,
+               aten.replication_pad1d, aten.replication_pad2d)
+def pad(ctx: AnalysisContext, node: fx.Node) -> None:
+    """Padding: the padded (trailing) dims are frozen, the others pass through."""
+    x, amounts = node.args[0], node.args[1]
+    xd = ctx.dims(x)
+    n_padded = len(amounts) // 2
+    out = list(xd)
+    for k in range(1, n_padded + 1):
+        if amounts[2 * (k - 1)] == 0 and amounts[2 * (k - 1) + 1] == 0:
+            continue
+        ctx.freeze(xd[-k], "padded dim")
+        out[-k] = ctx.table.layout_for_size(ctx.shape(node)[-k])
+        ctx.freeze(out[-k], "padded dim")
+    ctx.set(node, out)

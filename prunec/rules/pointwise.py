@@ -43,17 +43,33 @@ RESIDUAL_OPS = {aten.add, aten.add_, aten.sub, aten.sub_}
 def pointwise(ctx: AnalysisContext, node: fx.Node) -> None:
     tensors = ctx.tensor_args(node)
     out_shape = ctx.shape(node)
+    joins = _joined_dims(ctx, node, tensors, out_shape)
     dims = broadcast_dims(ctx, operands(ctx, tensors), out_shape, f"{node.target} operands")
-    if getattr(node.target, "overloadpacket", None) in RESIDUAL_OPS:
-        computed = [t for t in tensors if t.op == "call_function"]
-        if len(computed) >= 2:
-            nd = len(out_shape)
-            for i, size in enumerate(out_shape):
-                full = [t for t in computed if i - (nd - len(ctx.shape(t))) >= 0
-                        and ctx.shape(t)[i - (nd - len(ctx.shape(t)))] == size > 1]
-                if len(full) >= 2:
-                    ctx.tag(dims[i], "residual")
+    for i in joins:
+        ctx.tag(dims[i], "residual")
     ctx.set(node, dims)
+
+
+def _joined_dims(ctx: AnalysisContext, node: fx.Node, tensors: list[fx.Node], out_shape) -> list[int]:
+    """Output dims where an add/sub joins two computed tensors of *different* widths (a residual).
+
+    ``x + 0.04 * x**3`` (GELU) adds a width to itself and is not a residual join.
+    """
+    if getattr(node.target, "overloadpacket", None) not in RESIDUAL_OPS:
+        return []
+    computed = [t for t in tensors if t.op == "call_function"]
+    nd = len(out_shape)
+    out = []
+    for i, size in enumerate(out_shape):
+        atoms = []
+        for t in computed:
+            ts = ctx.shape(t)
+            j = i - (nd - len(ts))
+            if j >= 0 and ts[j] == size > 1:
+                atoms.append(frozenset(ctx.table.atoms(ctx.dim(t, j))))
+        if len(atoms) >= 2 and any(a.isdisjoint(b) for a in atoms for b in atoms if a is not b):
+            out.append(i)
+    return out
 
 
 @register_rule(aten._assert_tensor_metadata, aten._assert_scalar, aten.sym_constrain_range_for_size,

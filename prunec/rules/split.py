@@ -28,7 +28,9 @@ def _take(ctx: AnalysisContext, layout: Layout, start: int, end: int) -> Layout:
         if off >= start and off + size <= end:
             out.append(seg)
         off += size
-    return tuple(out) if out else ((),)
+    if not out and end - start == 1:
+        return ((),)
+    return tuple(out)
 
 
 def _split_outputs(ctx: AnalysisContext, node: fx.Node, x: fx.Node, dim: int, sizes: list[int]) -> None:
