@@ -263,3 +263,26 @@ HAND_CASES: dict[str, Callable[[], Case]] = {
 }
 
 ALL_CASES = {**HF_CASES, **HAND_CASES}
+
+
+@torch.no_grad()
+def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every tensor O(1)-scale random values so that output differences are meaningful.
+
+    Hugging Face initialisers use tiny weights (std 0.02), which make outputs so small that an
+    absolute tolerance would test nothing.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if not t.is_floating_point():
+            continue
+        if name.endswith("running_var"):
+            t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+        elif t.dim() >= 2:
+            fan_in = t[0].numel()
+            t.copy_(torch.randn(t.shape, generator=gen) / fan_in ** 0.5)
+        elif name.endswith("inv_freq") or "rotary" in name:
+            continue
+        else:
+            t.copy_(torch.randn(t.shape, generator=gen) * 0.5 + (1.0 if "norm" in name or "ln" in name else 0.0))
+    return model

@@ -129,6 +129,10 @@ def _walk(ctx: AnalysisContext, gm: fx.GraphModule, keep_interface: bool,
     param_names = {n for n, _ in gm.named_parameters(remove_duplicate=False)}
     buffer_names = {n for n, _ in gm.named_buffers(remove_duplicate=False)}
     first_of: dict[int, str] = {}
+    # Every attribute path of each tensor object: tied weights show up under several names.
+    names_of: dict[int, list[str]] = {}
+    for name, t in list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False)):
+        names_of.setdefault(id(t), []).append(name)
     for node in ctx.graph.nodes:
         if node.op == "placeholder":
             ctx.layouts[node] = ctx.fresh_for(node.meta.get("val"))
@@ -146,12 +150,13 @@ def _walk(ctx: AnalysisContext, gm: fx.GraphModule, keep_interface: bool,
                 for a, b in zip(owner.dims, ctx.layouts[node]):
                     ctx.unify(a, b, "tied parameters")
                 ctx.layouts[node] = owner.dims
-                aliases[owner.name].append(node.target)
+                if node.target not in aliases[owner.name]:
+                    aliases[owner.name].append(node.target)
                 continue
             first_of[ident] = node.target
             role = "parameter" if node.target in param_names else "buffer" if node.target in buffer_names else "constant"
             slots[node.target] = Slot(node.target, role, tuple(tensor.shape), ctx.layouts[node])
-            aliases[node.target] = [node.target]
+            aliases[node.target] = [node.target] + [n for n in names_of.get(ident, []) if n != node.target]
         elif node.op == "call_function":
             rule = lookup_rule(node.target)
             if rule is None:

@@ -1,0 +1,38 @@
+"""Atomic output directories: write everything to a temporary sibling, then rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from prunec.errors import OutputExistsError
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory that becomes ``path`` only if the block succeeds.
+
+    Nothing is left behind on failure; an existing ``path`` is replaced only with
+    ``overwrite`` (and only once the new content is complete).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output {path} already exists; choose another -o or pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(path)
