@@ -56,10 +56,23 @@ class PruneResult:
     analysis: Analysis
     removed: dict[int, tuple[int, ...]] = field(default_factory=dict)
     seconds: float = 0.0
+    original: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
     def removed_fraction(self) -> float:
         return 1.0 - self.params_after / self.params_before if self.params_before else 0.0
+
+    def to_pretrained(self) -> torch.nn.Module:
+        """The pruned model as an instance of the original Hugging Face class, config updated.
+
+        ``save_pretrained`` on it gives a directory that stock ``from_pretrained``
+        reloads.  Supported for the LLaMA family and BERT (see :mod:`prunec.hf`).
+        """
+        from prunec.hf import to_pretrained
+
+        if self.original is None:
+            raise ConfigError("this result does not know its original model")
+        return to_pretrained(self.original, self.module)
 
 
 def validate_ratio(ratio: float) -> float:
@@ -88,13 +101,23 @@ def plan_removal(
     kinds: Sequence[str] = DEFAULT_KINDS,
     importance: str = "l2",
     allocation: str = "uniform",
+    model: torch.nn.Module | None = None,
 ) -> dict[int, tuple[int, ...]]:
-    """Score the selected groups and decide which units to remove."""
+    """Score the selected groups and decide which units to remove.
+
+    With ``model``, widths are adjusted to what its Hugging Face config can express
+    (see :func:`prunec.hf.fit_config_constraints`).
+    """
     estimator = get_importance(importance)
     allocator = get_allocation(allocation)
     groups = select_groups(analysis, kinds)
     scores: dict[int, np.ndarray] = {g.id: estimator(analysis, g, tensors) for g in groups}
-    return allocator(groups, scores, ratio)
+    removed = allocator(groups, scores, ratio)
+    if model is not None:
+        from prunec.hf import fit_config_constraints
+
+        removed = fit_config_constraints(model, analysis, removed, scores)
+    return removed
 
 
 def prune(
@@ -124,11 +147,12 @@ def prune(
     gm: fx.GraphModule = analysis.graph_module
     params_before = count_parameters(gm)
     tensors = {name: _lookup(gm, name) for name in analysis.slots}
-    removed = plan_removal(analysis, tensors, ratio=ratio, kinds=kinds, importance=importance, allocation=allocation)
+    removed = plan_removal(analysis, tensors, ratio=ratio, kinds=kinds, importance=importance,
+                           allocation=allocation, model=model)
     removed = {gid: units for gid, units in removed.items() if units}
     StructuredRemoval(analysis, RemovalPlan(removed))(gm)
     return PruneResult(module=gm, params_before=params_before, params_after=count_parameters(gm),
-                       analysis=analysis, removed=removed, seconds=time.perf_counter() - start)
+                       analysis=analysis, removed=removed, seconds=time.perf_counter() - start, original=model)
 
 
 def _lookup(gm: fx.GraphModule, name: str) -> torch.Tensor:

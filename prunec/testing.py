@@ -28,8 +28,13 @@ def _lookup(root: torch.nn.Module, name: str) -> torch.Tensor:
     return obj
 
 
-def choose_dead_units(analysis: Analysis, ratio: float, kinds: Sequence[str], seed: int = 0) -> dict[int, tuple[int, ...]]:
-    """Random units, as many per group as uniform allocation at ``ratio`` removes."""
+def choose_dead_units(analysis: Analysis, ratio: float, kinds: Sequence[str], seed: int = 0,
+                      model: torch.nn.Module | None = None) -> dict[int, tuple[int, ...]]:
+    """Random units, as many per group as uniform allocation at ``ratio`` removes.
+
+    With ``model``, counts follow the same config constraints as :func:`prunec.prune`
+    (a Hugging Face LLaMA keeps ``hidden % heads == 0``).
+    """
     rng = np.random.default_rng(seed)
     out: dict[int, tuple[int, ...]] = {}
     for g in select_groups(analysis, kinds):
@@ -43,6 +48,10 @@ def choose_dead_units(analysis: Analysis, ratio: float, kinds: Sequence[str], se
         else:
             units = [int(i) for i in rng.choice(g.size, count, replace=False)]
         out[g.id] = tuple(sorted(units))
+    if model is not None:
+        from prunec.hf import fit_config_constraints
+
+        out = fit_config_constraints(model, analysis, out, {gid: rng.random(analysis.groups[gid].size) for gid in out})
     return out
 
 
@@ -99,7 +108,7 @@ def check_dead_unit_exactness(
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     kwargs = dict(example_kwargs or {})
     analysis = analyze(model, args, kwargs)
-    units = choose_dead_units(analysis, ratio, kinds, seed)
+    units = choose_dead_units(analysis, ratio, kinds, seed, model)
     kill_units(model, analysis, units)
     model.eval()
     with torch.no_grad():

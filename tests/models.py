@@ -273,7 +273,10 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     absolute tolerance would test nothing.
     """
     gen = torch.Generator().manual_seed(seed)
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    # Parameters and batch-norm statistics only: other buffers are constants (rotary frequencies,
+    # Gemma's embedding scale) that the model's definition fixes.
+    tensors = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers() if "running_" in n]
+    for name, t in tensors:
         if not t.is_floating_point():
             continue
         if name.endswith("running_var"):
@@ -281,8 +284,6 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
         elif t.dim() >= 2:
             fan_in = t[0].numel()
             t.copy_(torch.randn(t.shape, generator=gen) / fan_in ** 0.5)
-        elif name.endswith("inv_freq") or "rotary" in name:
-            continue
         else:
             t.copy_(torch.randn(t.shape, generator=gen) * 0.5 + (1.0 if "norm" in name or "ln" in name else 0.0))
     return model
