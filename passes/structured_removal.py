@@ -117,6 +117,14 @@ class Rewriter:
         return None if len(kept) == self.old_size(node, d) else kept
 
     # -- graph edits -------------------------------------------------------------
+    def _replace(self, node: fx.Node, new: fx.Node) -> None:
+        """Replace ``node`` by ``new``; ``new`` inherits its layouts so later rewrites can read them."""
+        ctx = self.analysis.context
+        ctx.layouts[new] = ctx.layouts[node]
+        new.meta["val"] = node.meta["val"]
+        node.replace_all_uses_with(new)
+        self.graph.erase_node(node)
+
     def replace_mean_with_sum(self, node: fx.Node, original_width: int) -> None:
         x = node.args[0]
         ndim = len(self.old_shape(x))
@@ -126,8 +134,7 @@ class Rewriter:
             total = self.graph.call_function(aten.sum.dim_IntList, (x, dims, keepdim), {k: v for k, v in node.kwargs.items() if k == "dtype"})
         with self.graph.inserting_after(total):
             avg = self.graph.call_function(aten.div.Tensor, (total, float(original_width)))
-        node.replace_all_uses_with(avg)
-        self.graph.erase_node(node)
+        self._replace(node, avg)
 
     def replace_with_original_width_norm(self, node: fx.Node, n_dims: int, original_width: int) -> None:
         """Layer/RMS norm whose statistics still count the removed (zero) channels."""
@@ -169,8 +176,7 @@ class Rewriter:
                 y = call(aten.mul.Tensor, y, w)
             if b is not None:
                 y = call(aten.add.Tensor, y, b)
-        node.replace_all_uses_with(y)
-        g.erase_node(node)
+        self._replace(node, y)
 
 
 def _set_tensor(gm: fx.GraphModule, target: str, value: torch.Tensor) -> None:
