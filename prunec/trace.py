@@ -42,12 +42,29 @@ def _as_tuple(example_inputs: Any) -> tuple:
 
 
 def _describe(exc: BaseException) -> str:
-    """The first informative line of a tracing failure, naming the op or module if it can."""
+    """One line about a tracing failure: its message and the user code (or op) that raised it."""
     text = str(exc).strip()
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    match = re.search(r"(aten\.[\w.]+|torch\.ops\.[\w.]+)", text)
-    where = f" (at {match.group(1)})" if match and match.group(1) not in first else ""
-    return f"{type(exc).__name__}: {first[:300]}{where}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # torch.export prints the generated graph first; the message proper follows the last graph line.
+    message = next((l for l in lines if not l.startswith(("def ", "#")) and ": \"" not in l and "=" not in l[:40]),
+                   lines[0] if lines else type(exc).__name__)
+    where = ""
+    call = re.search(r'The following call raised this error:\s*File "([^"]+)", line (\d+), in (\w+)\s*\n\s*(.+)', text)
+    if call:
+        where = f" at {call.group(1)}:{call.group(2)} in {call.group(3)}: {call.group(4).strip()}"
+    else:
+        op = re.search(r"(aten\.[\w.]+)", text)
+        if op and op.group(1) not in message:
+            where = f" (in {op.group(1)})"
+    return f"{type(exc).__name__}: {message[:240]}{where}"
+
+
+def _set_training(model: torch.nn.Module, mode: bool) -> None:
+    # Modules unlifted from an exported program refuse train()/eval(); they are already fixed.
+    try:
+        model.train(mode)
+    except NotImplementedError:
+        pass
 
 
 def trace(
@@ -64,7 +81,7 @@ def trace(
     args = _as_tuple(example_inputs)
     kwargs = dict(example_kwargs or {})
     was_training = model.training
-    model.eval()
+    _set_training(model, False)
     try:
         with _no_kv_cache(model):
             try:
@@ -82,7 +99,7 @@ def trace(
                         "or pass example inputs that match the model"
                     ) from export_exc
     finally:
-        model.train(was_training)
+        _set_training(model, was_training)
     gm = ep.module()
     gm.meta["prunec_tracer"] = tracer
     gm.meta["prunec_exported_program"] = ep

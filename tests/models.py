@@ -287,3 +287,6 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
         else:
             t.copy_(torch.randn(t.shape, generator=gen) * 0.5 + (1.0 if "norm" in name or "ln" in name else 0.0))
     return model
+
+# Module-level factories for every case, so the CLI can load them as ``models:<name>``.
+globals().update(HAND_CASES)

@@ -1,0 +1,91 @@
+"""The command line: inspect, prune, --json, exit codes and atomic output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from prunec.cli import app
+
+runner = CliRunner()
+
+
+def test_inspect_lists_groups_as_json() -> None:
+    result = runner.invoke(app, ["inspect", "models:llama_gqa", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    kinds = {g["kind"] for g in data["groups"] if not g["frozen"]}
+    assert {"channels", "heads", "residual"} <= kinds
+    heads = [g for g in data["groups"] if g["kind"] == "heads"]
+    assert heads[0]["size"] == 6 and heads[0]["kv_groups"] == 2
+    assert data["params"] > 0 and data["flops"] > 0
+
+
+def test_inspect_table_names_frozen_reasons() -> None:
+    result = runner.invoke(app, ["inspect", "models:bert", "--frozen"])
+    assert result.exit_code == 0, result.output
+    assert "heads" in result.stdout and "model output" in result.stdout
+
+
+def test_prune_writes_program_and_reports(tmp_path) -> None:
+    out = tmp_path / "pruned"
+    result = runner.invoke(app, ["prune", "models:resnet", "--ratio", "0.3", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["params_after"] < summary["params_before"]
+    assert summary["flops_after"] < summary["flops_before"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt2", "report.json", "report.md"]
+    program = torch.export.load(str(out / "model.pt2")).module()
+    logits = program(torch.randn(2, 3, 32, 32)).logits
+    assert logits.shape == (2, 5)
+    report = json.loads((out / "report.json").read_text())
+    assert report["removed"] and report["summary"]["ratio"] == 0.3
+
+
+def test_pruned_pt2_can_be_inspected_again(tmp_path) -> None:
+    out = tmp_path / "pruned"
+    assert runner.invoke(app, ["prune", "models:residual_mlp", "-o", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["inspect", str(out / "model.pt2"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["summary"]["prunable"] >= 1
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["prune", "models:residual_mlp", "--ratio", "1.2", "-o", "{tmp}/x"], 2, "ratio must be in [0, 1)"),
+    (["prune", "models:residual_mlp", "--kinds", "filters", "-o", "{tmp}/x"], 2, "unknown kind"),
+    (["prune", "no/such/model", "-o", "{tmp}/x"], 3, "not found"),
+    (["inspect", "no_such_module_xyz:factory"], 3, "cannot import"),
+    (["inspect", "test_errors:DataDependent"], 3, "returned only a model"),
+])
+def test_bad_input_exits_with_one_line(tmp_path, argv, code, message) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_output_is_refused_and_kept(tmp_path) -> None:
+    out = tmp_path / "pruned"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    result = runner.invoke(app, ["prune", "models:residual_mlp", "-o", str(out)])
+    assert result.exit_code == 6
+    assert "already exists" in result.output
+    assert (out / "mine.txt").read_text() == "keep me"
+
+
+def test_untraceable_model_exits_4(tmp_path) -> None:
+    result = runner.invoke(app, ["inspect", "test_cli:untraceable"])
+    assert result.exit_code == 4
+    assert "cannot trace" in result.output
+
+
+def untraceable():
+    from test_errors import DataDependent
+
+    return DataDependent(), (torch.randn(2, 4),)
