@@ -156,6 +156,7 @@ def prune_cmd(
         with atomic_output_dir(output, overwrite=force) as tmp:
             ep = torch.export.export(result.module, loaded.args, loaded.kwargs, strict=False)
             torch.export.save(ep, str(tmp / "model.pt2"))
+            summary["hf_directory"] = _write_pretrained(result, loaded, tmp / "hf")
             report = analysis_dict(result.analysis)
             report["removed"] = {str(k): list(v) for k, v in result.removed.items()}
             summary["seconds"] = round(time.perf_counter() - start, 2)
@@ -172,6 +173,32 @@ def prune_cmd(
     out.print(f"pruned {summary['groups_pruned']} groups, {summary['units_removed']} units; "
               f"max |pruned - original| = {diff:.3g}; wrote {output}/model.pt2, report.json, report.md "
               f"in {summary['seconds']:.1f}s")
+    hf_dir = summary["hf_directory"]
+    if hf_dir.startswith("hf"):
+        out.print(f"Hugging Face model (stock from_pretrained loads it): {output}/{hf_dir}")
+    elif hf_dir:
+        out.print(f"no Hugging Face directory: {hf_dir}")
+
+
+def _write_pretrained(result: Any, loaded: Any, directory: Path) -> str:
+    """Save the pruned model as a Hugging Face directory when its class can express it.
+
+    Returns ``"hf"`` when written, else the reason it was not (empty for non-HF models).
+    """
+    from prunec.hf import supported
+
+    if not hasattr(loaded.model, "save_pretrained"):
+        return ""
+    if not supported(loaded.model):
+        return f"{type(loaded.model).__name__} is not a supported family for write-back"
+    try:
+        model = result.to_pretrained()
+    except ConfigError as exc:
+        return str(exc)
+    model.save_pretrained(directory)
+    if loaded.tokenizer is not None:
+        loaded.tokenizer.save_pretrained(directory)
+    return "hf"
 
 
 def main() -> None:

@@ -235,6 +235,19 @@ class SEBlock(nn.Module):
         return self.head(x * s).mean((2, 3))
 
 
+class GroupNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 16)
+        self.conv2 = nn.Conv2d(16, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(F.relu(self.gn(self.conv(x))))
+        return self.fc(x.mean((2, 3)))
+
+
 def _hand(cls: type[nn.Module], example: Callable[[], torch.Tensor]) -> Callable[[], Case]:
     def make() -> Case:
         torch.manual_seed(0)
@@ -260,6 +273,7 @@ HAND_CASES: dict[str, Callable[[], Case]] = {
     "multihead_attention": _hand(MHA, lambda: torch.randn(2, 5, 6)),
     "tied_lm_head": _hand(TiedLM, lambda: torch.randint(0, 50, (2, 7))),
     "se_block": _hand(SEBlock, lambda: _image(8)),
+    "group_norm": _hand(GroupNormNet, lambda: _image(8)),
 }
 
 ALL_CASES = {**HF_CASES, **HAND_CASES}

@@ -89,3 +89,15 @@ def untraceable():
     from test_errors import DataDependent
 
     return DataDependent(), (torch.randn(2, 4),)
+
+
+def test_prune_hf_model_writes_a_reloadable_directory(tmp_path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "pruned"
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--ratio", "0.3", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["hf_directory"] == "hf"
+    model = AutoModelForCausalLM.from_pretrained(out / "hf")
+    assert model.config.intermediate_size == 64 - round(0.3 * 64)
+    assert model.config.num_attention_heads == 4 and model.config.num_key_value_heads == 2

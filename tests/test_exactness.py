@@ -71,3 +71,23 @@ def test_pruned_model_runs_on_other_inputs_of_the_same_shape() -> None:
         out = result.module(other)
     assert out.logits.shape == (ids.shape[0], ids.shape[1], 96)
     assert torch.isfinite(out.logits).all()
+
+
+def test_group_norm_prunes_whole_groups_only() -> None:
+    model, args, kwargs = ALL_CASES["group_norm"]()
+    analysis = prunec.analyze(model, args, kwargs)
+    gn = {g.size: g for g in analysis.groups if any(m.name == "gn.weight" for m in g.members)}
+    assert set(gn) == {4}, "channels within a group are not a group of their own"
+    whole_groups = gn[4]
+    assert whole_groups.prunable
+    # One unit = one GroupNorm group = 4 channels: conv filters + bias, GN weight + bias, conv2 inputs.
+    assert whole_groups.params_per_unit == 4 * (3 * 9 + 1 + 2 + 8 * 9)
+
+
+def test_ignore_freezes_the_named_module() -> None:
+    model, args, kwargs = ALL_CASES["llama_gqa"]()
+    result = prunec.prune(model, args, kwargs, ratio=0.3, kinds=("channels",), ignore=("model.layers.0.mlp",))
+    assert result.module.get_parameter("model.layers.0.mlp.up_proj.weight").shape == (64, 48)
+    assert result.module.get_parameter("model.layers.1.mlp.up_proj.weight").shape == (64 - round(0.3 * 64), 48)
+    frozen = [g for g in result.analysis.groups if "ignored by the user" in g.frozen]
+    assert frozen and all(any(m.name.startswith("model.layers.0.mlp.") for m in g.members) for g in frozen)
