@@ -1,4 +1,10 @@
-"""Allocation: how many (and which) units to remove from each prunable group."""
+"""Allocation: how many (and which) units to remove from each prunable group.
+
+``uniform`` removes the same fraction from every group; ``global`` standardises
+scores within each group and removes the globally lowest units (so layers that
+matter less give more).  Both honour GQA's even removal across KV groups and
+never empty a group.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from prunec.analysis.groups import Group
+from prunec.budget import normalise
 from prunec.errors import ConfigError
 
+# (groups, scores, ratio) -> removal plan
 Allocator = Callable[[list[Group], Mapping[int, np.ndarray], float], dict[int, tuple[int, ...]]]
 
 _ALLOCATORS: dict[str, Allocator] = {}
@@ -61,3 +69,40 @@ def uniform_count(group: Group, ratio: float) -> int:
 def uniform(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float) -> dict[int, tuple[int, ...]]:
     """Remove the same fraction of units from every prunable group."""
     return {g.id: lowest_units(g, scores[g.id], uniform_count(g, ratio)) for g in groups}
+
+
+def ranked_candidates(groups: list[Group], scores: Mapping[int, np.ndarray]) -> list[tuple[int, tuple[int, ...]]]:
+    """Every removable step ``(group, units)``, lowest standardised score first.
+
+    A step is one unit, or for GQA heads one head from every KV group (the next
+    lowest in each), so that any prefix of the list keeps removal even.
+    """
+    steps: list[tuple[float, int, tuple[int, ...]]] = []
+    for g in groups:
+        z = normalise(scores[g.id])
+        if g.blocks > 1:
+            per_block = g.size // g.blocks
+            orders = [np.argsort(z[b * per_block : (b + 1) * per_block], kind="stable") for b in range(g.blocks)]
+            for k in range(per_block - 1):
+                units = tuple(int(b * per_block + orders[b][k]) for b in range(g.blocks))
+                steps.append((float(np.mean([z[u] for u in units])), g.id, units))
+        else:
+            for u in np.argsort(z, kind="stable")[: g.size - 1]:
+                steps.append((float(z[u]), g.id, (int(u),)))
+    steps.sort(key=lambda s: s[0])
+    return [(gid, units) for _, gid, units in steps]
+
+
+@register_allocation("global")
+def global_(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float) -> dict[int, tuple[int, ...]]:
+    """Standardise scores per group, then remove the globally lowest ``ratio`` of all units."""
+    candidates = ranked_candidates(groups, scores)
+    total = sum(g.size for g in groups)
+    plan: dict[int, list[int]] = {}
+    removed = 0
+    for gid, units in candidates:
+        if removed >= ratio * total:
+            break
+        plan.setdefault(gid, []).extend(units)
+        removed += len(units)
+    return {g: tuple(sorted(u)) for g, u in plan.items()}

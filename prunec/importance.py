@@ -1,36 +1,60 @@
 """Importance estimators: a score per unit of a group (low scores are removed first).
 
-Estimators are registered by name; each is a function
-``(analysis, group, tensors) -> np.ndarray`` of length ``group.size``.
+Estimators are registered by name with what they need (weights only, calibration
+activations, or gradients); each is a function ``(analysis, group, inputs) ->
+np.ndarray`` of length ``group.size``.  Units whose weights are all zero score 0
+under every estimator except ``random``, which keeps dead-unit removal exact.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
 import torch
 
 from prunec.analysis.analyze import Analysis
-from prunec.analysis.groups import Group
+from prunec.analysis.groups import Group, Member
 from prunec.errors import ConfigError
-
-Estimator = Callable[[Analysis, Group, Mapping[str, torch.Tensor]], np.ndarray]
-
-_ESTIMATORS: dict[str, Estimator] = {}
+from prunec.stats import CalibrationStats
 
 
-def register_importance(name: str) -> Callable[[Estimator], Estimator]:
-    """Decorator: register an importance estimator under ``name``."""
+@dataclass
+class ScoringInputs:
+    """What estimators may read: the weights, calibration statistics, accumulated gradients."""
+
+    tensors: Mapping[str, torch.Tensor]
+    stats: CalibrationStats | None = None
+    grads: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
+Estimator = Callable[[Analysis, Group, ScoringInputs], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EstimatorInfo:
+    name: str
+    fn: Estimator
+    needs: tuple[str, ...]  # "activations", "gradients"
+    doc: str
+
+
+_ESTIMATORS: dict[str, EstimatorInfo] = {}
+
+
+def register_importance(name: str, needs: tuple[str, ...] = ()) -> Callable[[Estimator], Estimator]:
+    """Decorator: register an importance estimator under ``name``, with what it needs."""
 
     def deco(fn: Estimator) -> Estimator:
-        _ESTIMATORS[name] = fn
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _ESTIMATORS[name] = EstimatorInfo(name, fn, needs, doc)
         return fn
 
     return deco
 
 
-def get_importance(name: str) -> Estimator:
+def get_importance(name: str) -> EstimatorInfo:
     try:
         return _ESTIMATORS[name]
     except KeyError:
@@ -41,35 +65,86 @@ def importance_names() -> list[str]:
     return sorted(_ESTIMATORS)
 
 
+def _rows(t: torch.Tensor, dim: int) -> torch.Tensor:
+    if t.device.type == "meta":
+        raise ConfigError("importance scores need real weights; the model is on the meta device")
+    return t.detach().float().movedim(dim, 0).reshape(t.shape[dim], -1)
+
+
+def _scatter(analysis: Analysis, group: Group, m: Member, per_position: torch.Tensor, out: np.ndarray) -> None:
+    coords = analysis.unit_coords(group, m)
+    valid = coords >= 0
+    out += np.bincount(coords[valid], weights=per_position.double().cpu().numpy()[valid], minlength=group.size)
+
+
 def _per_unit_sum(analysis: Analysis, group: Group, tensors: Mapping[str, torch.Tensor], fn) -> np.ndarray:
-    """Sum ``fn(slice)`` over every non-shared member slice of each unit."""
+    """Sum ``fn(rows)`` over every non-shared member slice of each unit."""
     scores = np.zeros(group.size, dtype=np.float64)
     for m in group.members:
-        if m.shared:
-            continue
-        t = tensors[m.name].detach()
-        if t.device.type == "meta":
-            raise ConfigError("magnitude importance needs real weights; the model is on the meta device")
-        coords = analysis.unit_coords(group, m)
-        per_pos = fn(t.float().movedim(m.dim, 0).reshape(t.shape[m.dim], -1)).double().cpu().numpy()
-        valid = coords >= 0
-        scores += np.bincount(coords[valid], weights=per_pos[valid], minlength=group.size)
+        if not m.shared:
+            _scatter(analysis, group, m, fn(_rows(tensors[m.name], m.dim)), scores)
     return scores
 
 
 @register_importance("l1")
-def l1(analysis: Analysis, group: Group, tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
+def l1(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarray:
     """Sum of absolute weights of a unit over all member slices."""
-    return _per_unit_sum(analysis, group, tensors, lambda rows: rows.abs().sum(dim=1))
+    return _per_unit_sum(analysis, group, inputs.tensors, lambda rows: rows.abs().sum(dim=1))
 
 
 @register_importance("l2")
-def l2(analysis: Analysis, group: Group, tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
+def l2(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarray:
     """Euclidean norm of a unit's weights over all member slices (the group L2 norm)."""
-    return np.sqrt(_per_unit_sum(analysis, group, tensors, lambda rows: rows.pow(2).sum(dim=1)))
+    return np.sqrt(_per_unit_sum(analysis, group, inputs.tensors, lambda rows: rows.pow(2).sum(dim=1)))
 
 
 @register_importance("random")
-def random(analysis: Analysis, group: Group, tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
+def random(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarray:
     """Uniform random scores (a baseline), seeded by the group id for reproducibility."""
     return np.random.default_rng(group.id).random(group.size)
+
+
+def _reader_members(group: Group, stats: CalibrationStats) -> list[Member]:
+    """Members that are the input dimension of a layer whose input statistics were collected."""
+    return [m for m in group.members if not m.shared and m.dim == 1 and m.name in stats.inputs]
+
+
+def _activation_scores(analysis: Analysis, group: Group, inputs: ScoringInputs, per_channel) -> np.ndarray:
+    if inputs.stats is None:
+        raise ConfigError("this importance needs calibration data (--calib FILE)")
+    scores = np.zeros(group.size, dtype=np.float64)
+    readers = _reader_members(group, inputs.stats)
+    if not readers:
+        # No layer reads this group's units with recorded inputs: fall back to magnitude.
+        return l1(analysis, group, inputs)
+    for m in readers:
+        rows = _rows(inputs.tensors[m.name], m.dim)
+        _scatter(analysis, group, m, per_channel(rows, inputs.stats.inputs[m.name]), scores)
+    return scores
+
+
+@register_importance("activation", needs=("activations",))
+def activation(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarray:
+    """Wanda-sp: sum over the reading layers of |W[:, j]| times the input norm ||X_j||."""
+    return _activation_scores(analysis, group, inputs, lambda rows, st: rows.abs().sum(1).double() * st.norm)
+
+
+@register_importance("fluctuation", needs=("activations",))
+def fluctuation(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarray:
+    """FLAP: input variance Var(X_j) times ||W[:, j]||^2 over the reading layers."""
+    return _activation_scores(analysis, group, inputs, lambda rows, st: rows.pow(2).sum(1).double() * st.variance)
+
+
+@register_importance("taylor", needs=("gradients",))
+def taylor(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarray:
+    """First-order Taylor: sum of |w * dL/dw| over a unit's member slices (gradients over calibration)."""
+    if not inputs.grads:
+        raise ConfigError("taylor importance needs calibration data (--calib FILE)")
+    scores = np.zeros(group.size, dtype=np.float64)
+    for m in group.members:
+        if m.shared or m.name not in inputs.grads:
+            continue
+        w = _rows(inputs.tensors[m.name], m.dim)
+        g = _rows(inputs.grads[m.name], m.dim)
+        _scatter(analysis, group, m, (w * g).abs().sum(1), scores)
+    return scores

@@ -10,11 +10,16 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from prunec.allocation import get_allocation
+from prunec.allocation import get_allocation, ranked_candidates
+from prunec.budget import Budget, ParamCounter, solve_prefix, solve_ratio
+from prunec.gradients import accumulate_gradients
+from prunec.importance import ScoringInputs, get_importance
+from prunec.passes.bias_compensation import BiasCompensation
+from prunec.passes.reconstruction import LeastSquaresReconstruction
+from prunec.stats import collect_input_stats
 from prunec.analysis.analyze import Analysis, analyze_graph
 from prunec.analysis.groups import KINDS, DEFAULT_KINDS, Group
 from prunec.errors import ConfigError
-from prunec.importance import get_importance
 from prunec.trace import trace
 from prunec.passes.structured_removal import RemovalPlan, StructuredRemoval
 
@@ -93,31 +98,46 @@ def select_groups(analysis: Analysis, kinds: Sequence[str]) -> list[Group]:
     return [g for g in analysis.prunable_groups if g.kind in kinds]
 
 
+def score_groups(analysis: Analysis, groups: Sequence[Group], importance: str, inputs: ScoringInputs) -> dict[int, np.ndarray]:
+    """Importance scores of every unit of each group."""
+    estimator = get_importance(importance)
+    return {g.id: estimator.fn(analysis, g, inputs) for g in groups}
+
+
 def plan_removal(
     analysis: Analysis,
-    tensors: dict[str, torch.Tensor],
+    scores: dict[int, np.ndarray],
     *,
     ratio: float,
     kinds: Sequence[str] = DEFAULT_KINDS,
-    importance: str = "l2",
     allocation: str = "uniform",
+    budget: Budget | None = None,
     model: torch.nn.Module | None = None,
 ) -> dict[int, tuple[int, ...]]:
-    """Score the selected groups and decide which units to remove.
+    """Decide which units to remove: ``ratio`` per group, or whatever meets ``budget``.
 
     With ``model``, widths are adjusted to what its Hugging Face config can express
     (see :func:`prunec.hf.fit_config_constraints`).
     """
-    estimator = get_importance(importance)
+    from prunec.hf import fit_config_constraints
+
     allocator = get_allocation(allocation)
     groups = select_groups(analysis, kinds)
-    scores: dict[int, np.ndarray] = {g.id: estimator(analysis, g, tensors) for g in groups}
-    removed = allocator(groups, scores, ratio)
-    if model is not None:
-        from prunec.hf import fit_config_constraints
 
-        removed = fit_config_constraints(model, analysis, removed, scores)
-    return removed
+    def fit(plan: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+        return fit_config_constraints(model, analysis, plan, scores) if model is not None else plan
+
+    if budget is None:
+        removed = fit(allocator(groups, scores, ratio))
+    elif budget.metric != "params":
+        raise ConfigError(f"a {budget.metric} budget is not supported yet; use --budget params=FRACTION")
+    else:
+        counter = ParamCounter(analysis)
+        if allocation == "global":
+            removed = fit(solve_prefix(ranked_candidates(groups, scores), counter, budget.keep))
+        else:
+            _, removed = solve_ratio(lambda r: fit(allocator(groups, scores, r)), counter, budget.keep)
+    return {gid: units for gid, units in removed.items() if units}
 
 
 def prune(
@@ -126,13 +146,26 @@ def prune(
     example_kwargs: dict[str, Any] | None = None,
     *,
     ratio: float = 0.3,
+    budget: Budget | str | None = None,
     kinds: Sequence[str] = DEFAULT_KINDS,
     importance: str = "l2",
     allocation: str = "uniform",
     ignore: Sequence[str] = (),
     keep_interface: bool = True,
+    calibration: Sequence[tuple] | None = None,
+    bias_compensation: bool = False,
+    reconstruct: bool = False,
 ) -> PruneResult:
-    """Remove a fraction ``ratio`` of the units of every prunable group of ``model``.
+    """Remove units of the prunable groups of ``model``.
+
+    How much: ``ratio`` of every group's units (uniform), or a ``budget`` such as
+    ``"params=0.8"`` (keep 80% of the non-embedding parameters).  Which units:
+    the lowest ``importance`` scores (``l1``, ``l2``, ``random``; with
+    ``calibration`` batches also ``activation``, ``fluctuation``, ``taylor``),
+    distributed by ``allocation`` (``uniform`` or ``global``).
+    ``bias_compensation`` folds the mean contribution of removed inputs into the
+    reading layers' biases; ``reconstruct`` refits the reading linear layers by least
+    squares on the calibration inputs (both need calibration).
 
     Returns a :class:`PruneResult` whose ``module`` is a runnable ``nn.Module``
     (the pruned traced graph) called with the same inputs as ``model``.  The
@@ -141,15 +174,30 @@ def prune(
     start = time.perf_counter()
     ratio = validate_ratio(ratio)
     kinds = validate_kinds(kinds)
-    get_importance(importance)
+    budget = Budget.parse(budget) if isinstance(budget, str) else budget
+    estimator = get_importance(importance)
     get_allocation(allocation)
+    if (estimator.needs or bias_compensation or reconstruct) and not calibration:
+        what = f"importance '{importance}'" if estimator.needs else "bias compensation/reconstruction"
+        raise ConfigError(f"{what} needs calibration data; pass calibration batches (CLI: --calib FILE)")
     analysis = analyze(model, example_inputs, example_kwargs, keep_interface=keep_interface, ignore=ignore)
     gm: fx.GraphModule = analysis.graph_module
     params_before = count_parameters(gm)
     tensors = {name: _lookup(gm, name) for name in analysis.slots}
-    removed = plan_removal(analysis, tensors, ratio=ratio, kinds=kinds, importance=importance,
-                           allocation=allocation, model=model)
-    removed = {gid: units for gid, units in removed.items() if units}
+    inputs = ScoringInputs(tensors)
+    groups = select_groups(analysis, kinds)
+    if calibration and ("activations" in estimator.needs or bias_compensation or reconstruct):
+        # Gram matrices only for the linear layers that read prunable units (reconstruction targets).
+        readers = {m.name for g in groups for m in g.members if m.dim == 1 and not m.shared} if reconstruct else ()
+        inputs.stats = collect_input_stats(gm, calibration, example_kwargs, covariance_for=readers)
+    if calibration and "gradients" in estimator.needs:
+        inputs.grads = accumulate_gradients(gm, calibration, analysis.slots)
+    scores = score_groups(analysis, groups, importance, inputs)
+    removed = plan_removal(analysis, scores, ratio=ratio, kinds=kinds, allocation=allocation, budget=budget, model=model)
+    if reconstruct and inputs.stats is not None:
+        LeastSquaresReconstruction(analysis, removed, inputs.stats)(gm)
+    elif bias_compensation and inputs.stats is not None:
+        BiasCompensation(analysis, removed, inputs.stats)(gm)
     StructuredRemoval(analysis, RemovalPlan(removed))(gm)
     return PruneResult(module=gm, params_before=params_before, params_after=count_parameters(gm),
                        analysis=analysis, removed=removed, seconds=time.perf_counter() - start, original=model)

@@ -1,0 +1,50 @@
+"""Gradients over calibration data, for first-order Taylor importance."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from prunec.errors import ConfigError
+
+
+def _logits(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        logits = output[0]
+    if logits is None:
+        raise ConfigError("taylor importance needs a model that returns logits (a language model)")
+    return logits
+
+
+def language_model_loss(output: Any, batch: tuple) -> torch.Tensor:
+    """Next-token cross-entropy of a causal LM on its own input ids."""
+    logits = _logits(output)
+    ids = batch[0]
+    if logits.dim() != 3 or ids.dim() != 2 or logits.shape[:2] != ids.shape:
+        raise ConfigError("taylor importance needs token-id inputs and [batch, seq, vocab] logits")
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+
+
+def accumulate_gradients(gm: fx.GraphModule, batches: Iterable[tuple], names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Sum of dL/dw over the calibration batches for the named parameters."""
+    params = {n: p for n, p in gm.named_parameters() if n in set(names)}
+    flags = {n: p.requires_grad for n, p in params.items()}
+    for p in params.values():
+        p.requires_grad_(True)
+        p.grad = None
+    try:
+        for batch in batches:
+            loss = language_model_loss(gm(*batch), batch)
+            loss.backward()
+        grads = {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)) for n, p in params.items()}
+    finally:
+        for n, p in params.items():
+            p.grad = None
+            p.requires_grad_(flags[n])
+    return grads
