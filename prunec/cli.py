@@ -16,7 +16,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from prunec.analysis.groups import DEFAULT_KINDS
-from prunec.errors import ConfigError, OutputExistsError, PruneError
+from prunec.budget import Budget
+from prunec.calibration import CalibrationConfig, load_calibration
+from prunec.evaluate import mean_embedding_cosine, perplexity, tokenize_file
+from prunec.schedule import ScheduleConfig, gradual_prune
+from prunec.errors import ConfigError, OutputExistsError, PruneError, RegressionError
 from prunec.metrics import count_flops
 from prunec.models import load_model
 from prunec.output import atomic_output_dir
@@ -106,17 +110,31 @@ def prune_cmd(
     model: str = typer.Argument(..., help="HF directory, .gguf, .pt2, package.module:factory, or a short name."),
     output: Path = typer.Option(..., "-o", "--output", help="Output directory (must not exist unless --force)."),
     ratio: float = typer.Option(0.3, help="Fraction of each prunable group's units to remove, in [0, 1)."),
+    budget: Optional[str] = typer.Option(None, help="Instead of --ratio: params=0.8 keeps 80% of the non-embedding parameters."),
     kinds: str = typer.Option(",".join(DEFAULT_KINDS), help="Comma-separated kinds: channels,heads,residual,head_dim."),
-    importance: str = typer.Option("l2", help="Importance estimator: l1, l2, random."),
-    allocation: str = typer.Option("uniform", help="Allocation strategy."),
+    importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor; auto: fluctuation with --calib, else l2."),
+    allocation: str = typer.Option("uniform", help="uniform or global."),
+    calib: Optional[Path] = typer.Option(None, help="Calibration data: text, JSONL ({\"text\": ...}) or .npz."),
+    calib_samples: int = typer.Option(32, help="Number of calibration samples."),
+    calib_seq_len: int = typer.Option(256, help="Tokens per calibration sample (text)."),
+    reconstruct: Optional[bool] = typer.Option(None, help="Least-squares refit of layers that lose inputs (default: on with --calib)."),
+    bias_compensation: bool = typer.Option(False, help="Fold removed inputs' mean into biases (implied by --reconstruct)."),
+    steps: int = typer.Option(1, help="Reach the budget in this many steps, evaluating on held-out calibration data."),
+    max_step_regression: float = typer.Option(1.5, help="Roll back a step whose held-out metric worsens by more than this factor."),
     ignore: list[str] = typer.Option([], help="Parameter name or module prefix to leave untouched (repeatable)."),
-    seq_len: int = typer.Option(16, help="Sequence length of the example input for text models."),
+    seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Remove a fraction of every prunable group of MODEL and write the pruned program and a report."""
+    """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report."""
     validate_ratio(ratio)
     kind_tuple = _parse_kinds(kinds)
+    parsed_budget = Budget.parse(budget) if budget else None
+    if importance == "auto":
+        importance = "fluctuation" if calib else "l2"
+    reconstruct = bool(calib) if reconstruct is None else reconstruct
+    if steps > 1 and parsed_budget is None:
+        raise ConfigError("--steps needs a --budget (e.g. --budget params=0.8)")
     if output.exists() and not force:
         raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
     start = time.perf_counter()
@@ -125,12 +143,35 @@ def prune_cmd(
         loaded = load_model(model, seq_len=seq_len)
         if any(p.device.type == "meta" for p in loaded.model.parameters()):
             raise ConfigError(f"{model} has no weights (only a config); prune needs real weights")
+        calibration = holdout = None
+        if calib is not None:
+            progress.update(task, description=f"reading calibration data {calib}")
+            batches = load_calibration(calib, loaded.tokenizer, CalibrationConfig(calib_samples, calib_seq_len))
+            # The traced graph has static shapes: trace with the calibration batch shape.
+            loaded.args = batches[0]
+            calibration, holdout = (batches[: max(1, len(batches) * 4 // 5)], batches[len(batches) * 4 // 5 :]) \
+                if steps > 1 else (batches, [])
         with torch.no_grad():
             reference = loaded.model(*loaded.args, **loaded.kwargs)
         flops_before = count_flops(loaded.model, loaded.args, loaded.kwargs)
-        progress.update(task, description="tracing, analysing, pruning")
-        result = prune(loaded.model, loaded.args, loaded.kwargs, ratio=ratio, kinds=kind_tuple,
-                       importance=importance, allocation=allocation, ignore=tuple(ignore))
+        options = dict(kinds=kind_tuple, importance=importance, allocation=allocation, ignore=tuple(ignore),
+                       calibration=calibration, reconstruct=reconstruct, bias_compensation=bias_compensation)
+        history = []
+        if steps > 1:
+            if not holdout:
+                raise ConfigError("--steps needs held-out data: give --calib at least 2 samples")
+            progress.update(task, description=f"pruning in {steps} steps")
+            evaluate = functools.partial(_heldout_perplexity, holdout=holdout)
+            scheduled = gradual_prune(loaded.model, loaded.args, loaded.kwargs, budget=parsed_budget, evaluate=evaluate,
+                                      schedule=ScheduleConfig(steps, max_step_regression), **options)
+            history = [vars(r) for r in scheduled.history]
+            if scheduled.result is None:
+                raise ConfigError(f"the first step already regressed the held-out metric beyond "
+                                  f"{max_step_regression}x; use a smaller budget or more steps")
+            result = scheduled.result
+        else:
+            progress.update(task, description="tracing, analysing, pruning")
+            result = prune(loaded.model, loaded.args, loaded.kwargs, ratio=ratio, budget=parsed_budget, **options)
         progress.update(task, description="verifying")
         with torch.no_grad():
             pruned_out = result.module(*loaded.args, **loaded.kwargs)
@@ -139,13 +180,20 @@ def prune_cmd(
         progress.update(task, description=f"writing {output}")
         summary = {
             "model": model,
-            "ratio": ratio,
+            "ratio": None if parsed_budget else ratio,
+            "budget": budget,
             "kinds": list(kind_tuple),
             "importance": importance,
             "allocation": allocation,
+            "calibration": str(calib) if calib else None,
+            "reconstruct": reconstruct,
+            "steps": steps,
+            "schedule": history,
             "params_before": result.params_before,
             "params_after": result.params_after,
             "params_removed_fraction": round(result.removed_fraction, 4),
+            "non_embedding_params_before": result.non_embedding_before,
+            "non_embedding_params_after": result.non_embedding_after,
             "flops_before": flops_before,
             "flops_after": flops_after,
             "groups_pruned": len(result.removed),
@@ -170,6 +218,9 @@ def prune_cmd(
     out.print(f"[bold]{model}[/]: params {result.params_before:,} -> {result.params_after:,} "
               f"(-{result.removed_fraction:.1%}), FLOPs {flops_before:,} -> {flops_after:,} "
               f"(-{1 - flops_after / max(flops_before, 1):.1%})")
+    for record in history:
+        out.print(f"  step {record['step']}: keep {record['keep_target']:.3f} of non-embedding params, "
+                  f"held-out metric {record['metric']:.3f} ({'kept' if record['accepted'] else 'rolled back'})")
     out.print(f"pruned {summary['groups_pruned']} groups, {summary['units_removed']} units; "
               f"max |pruned - original| = {diff:.3g}; wrote {output}/model.pt2, report.json, report.md "
               f"in {summary['seconds']:.1f}s")
@@ -178,6 +229,11 @@ def prune_cmd(
         out.print(f"Hugging Face model (stock from_pretrained loads it): {output}/{hf_dir}")
     elif hf_dir:
         out.print(f"no Hugging Face directory: {hf_dir}")
+
+
+def _heldout_perplexity(module: torch.nn.Module, holdout: list[tuple]) -> float:
+    ids = torch.cat([b[0].reshape(-1) for b in holdout])
+    return perplexity(module, ids, window=holdout[0][0].shape[-1], n_windows=len(ids))
 
 
 def _write_pretrained(result: Any, loaded: Any, directory: Path) -> str:
@@ -199,6 +255,60 @@ def _write_pretrained(result: Any, loaded: Any, directory: Path) -> str:
     if loaded.tokenizer is not None:
         loaded.tokenizer.save_pretrained(directory)
     return "hf"
+
+
+@app.command()
+@_clean_errors
+def check(
+    base: str = typer.Argument(..., help="The reference model (any MODEL form)."),
+    pruned: str = typer.Argument(..., help="The pruned model: its hf/ directory or model.pt2, or any MODEL form."),
+    data: Path = typer.Option(..., help="Evaluation text (never the calibration data)."),
+    metric: str = typer.Option("ppl", help="ppl (language models) or cosine (encoders: mean-pooled embeddings)."),
+    max_ratio: float = typer.Option(1.2, help="ppl: fail if pruned/base perplexity exceeds this."),
+    min_cosine: float = typer.Option(0.95, help="cosine: fail if the mean cosine similarity is below this."),
+    seq_len: int = typer.Option(512, help="ppl: tokens per window (a .pt2 program uses its traced length)."),
+    windows: int = typer.Option(24, help="ppl: number of windows (cosine: number of lines)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Regression gate for CI: exit 7 when PRUNED is worse than BASE beyond the tolerance."""
+    if not data.exists() or data.stat().st_size == 0:
+        raise ConfigError(f"evaluation data {data} is missing or empty")
+    with _progress() as progress:
+        task = progress.add_task(f"loading {base} and {pruned}", total=None)
+        ref = load_model(base, seq_len=seq_len)
+        cand = load_model(pruned, seq_len=seq_len)
+        tokenizer = cand.tokenizer or ref.tokenizer
+        if tokenizer is None:
+            raise ConfigError("neither model has a tokenizer; check needs one to read the evaluation text")
+        progress.update(task, description=f"evaluating {metric}")
+        if metric == "ppl":
+            window = cand.args[0].shape[-1] if pruned.endswith(".pt2") else seq_len
+            ids = tokenize_file(data, tokenizer)
+            base_value = perplexity(ref.model, ids, window, windows)
+            pruned_value = perplexity(cand.model, ids, window, windows)
+            ratio_value = pruned_value / base_value
+            ok = ratio_value <= max_ratio
+            limit = f"ratio <= {max_ratio}"
+        elif metric == "cosine":
+            lines = [l for l in data.read_text(encoding="utf-8").splitlines() if l.strip()][:windows]
+            base_value = pruned_value = ratio_value = mean_embedding_cosine(ref.model, cand.model, tokenizer, lines)
+            ok = ratio_value >= min_cosine
+            limit = f"cosine >= {min_cosine}"
+        else:
+            raise ConfigError(f"unknown metric '{metric}'; choose ppl or cosine")
+    result = {"metric": metric, "base": base_value, "pruned": pruned_value, "value": ratio_value,
+              "limit": limit, "passed": ok}
+    if json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        table = Table(title=f"prunec check ({metric})")
+        for col in ("base", "pruned", "value", "limit", "verdict"):
+            table.add_column(col)
+        table.add_row(f"{base_value:.4g}", f"{pruned_value:.4g}", f"{ratio_value:.4g}", limit,
+                      "[green]pass[/]" if ok else "[red]REGRESSED[/]")
+        out.print(table)
+    if not ok:
+        raise RegressionError(f"{pruned} regressed: {metric} value {ratio_value:.4g} fails {limit}")
 
 
 def main() -> None:

@@ -41,3 +41,9 @@ class OutputExistsError(PruneError):
     """The output path already exists and would be overwritten."""
 
     exit_code = 6
+
+
+class RegressionError(PruneError):
+    """A pruned model regressed beyond the tolerance given to ``prunec check``."""
+
+    exit_code = 7

@@ -46,3 +46,24 @@ def perplexity(model: Callable[..., Any], ids: torch.Tensor, window: int = 512, 
         nll += F.cross_entropy(logits[0, :-1], w[1:], reduction="sum").item()
         count += w.numel() - 1
     return math.exp(nll / count)
+
+
+@torch.no_grad()
+def sentence_embeddings(model: Callable[..., Any], tokenizer: Any, sentences: list[str]) -> torch.Tensor:
+    """Mean-pooled last hidden states (the sentence-transformers recipe), one sentence at a time."""
+    out = []
+    for s in sentences:
+        enc = tokenizer(s, return_tensors="pt")
+        result = model(enc.input_ids)
+        hidden = result.last_hidden_state if hasattr(result, "last_hidden_state") else result[0]
+        out.append(hidden[0].mean(0))
+    return torch.stack(out)
+
+
+def mean_embedding_cosine(base: Callable[..., Any], pruned: Callable[..., Any], tokenizer: Any, sentences: list[str]) -> float:
+    """Mean cosine similarity between the two models' sentence embeddings."""
+    if not sentences:
+        raise ConfigError("no sentences to embed")
+    a = sentence_embeddings(base, tokenizer, sentences)
+    b = sentence_embeddings(pruned, tokenizer, sentences)
+    return float(F.cosine_similarity(a, b, dim=1).mean())

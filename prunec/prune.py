@@ -62,6 +62,8 @@ class PruneResult:
     removed: dict[int, tuple[int, ...]] = field(default_factory=dict)
     seconds: float = 0.0
     original: torch.nn.Module | None = field(default=None, repr=False)
+    non_embedding_before: int = 0
+    non_embedding_after: int = 0
 
     @property
     def removed_fraction(self) -> float:
@@ -198,9 +200,12 @@ def prune(
         LeastSquaresReconstruction(analysis, removed, inputs.stats)(gm)
     elif bias_compensation and inputs.stats is not None:
         BiasCompensation(analysis, removed, inputs.stats)(gm)
+    counter = ParamCounter(analysis)
+    non_embedding = (counter.count({}), counter.count(removed))
     StructuredRemoval(analysis, RemovalPlan(removed))(gm)
     return PruneResult(module=gm, params_before=params_before, params_after=count_parameters(gm),
-                       analysis=analysis, removed=removed, seconds=time.perf_counter() - start, original=model)
+                       analysis=analysis, removed=removed, seconds=time.perf_counter() - start, original=model,
+                       non_embedding_before=non_embedding[0], non_embedding_after=non_embedding[1])
 
 
 def _lookup(gm: fx.GraphModule, name: str) -> torch.Tensor:
