@@ -42,7 +42,7 @@ class LeastSquaresReconstruction:
     """Refit the kept input columns and bias of every linear layer that loses inputs."""
 
     def __init__(self, analysis: Analysis, removed: dict[int, tuple[int, ...]], stats: CalibrationStats,
-                 damping: float = 1e-2) -> None:
+                 damping: float = 1e-3) -> None:
         self.analysis = analysis
         self.removed = removed
         self.stats = stats

@@ -91,6 +91,11 @@ def _llama_config(config: Any, state: dict[str, torch.Tensor]) -> Any:
     new.head_dim = head_dim
     if hidden != config.hidden_size:
         new.rms_norm_eps = config.rms_norm_eps * config.hidden_size / hidden
+    # Bias compensation / reconstruction may have given o_proj and down_proj biases.
+    if any(k.endswith("self_attn.o_proj.bias") for k in state) and hasattr(new, "attention_bias"):
+        new.attention_bias = True
+    if any(k.endswith("mlp.down_proj.bias") for k in state) and hasattr(new, "mlp_bias"):
+        new.mlp_bias = True
     return new
 
 
@@ -144,10 +149,15 @@ def to_pretrained(original: torch.nn.Module, pruned: torch.nn.Module) -> torch.n
         if have is not None and tuple(have.shape) != tuple(tensor.shape):
             raise ConfigError(f"pruned widths are not uniform across layers ({name}: {tuple(have.shape)} vs "
                               f"{tuple(tensor.shape)} from the config); use uniform allocation or keep the .pt2")
-    missing = [n for n in expected if n not in state]
+    unexpected = [n for n in state if n not in expected]
+    if unexpected:
+        raise ConfigError(f"the {type(original).__name__} config cannot hold {unexpected[:3]}; keep the .pt2 program")
     buffers = {n for n, _ in rebuilt.named_buffers()}
-    if [n for n in missing if n not in buffers]:
-        raise ConfigError(f"pruned program lacks parameters {missing[:3]}; cannot write back")
+    for name in [n for n in expected if n not in state and n not in buffers]:
+        if not name.endswith(".bias"):
+            raise ConfigError(f"pruned program lacks parameter {name}; cannot write back")
+        # A config-wide bias flag gives every projection a bias: the ones that had none are zero.
+        state[name] = torch.zeros(expected[name].shape, dtype=state[next(iter(state))].dtype)
     rebuilt.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
     # Non-persistent buffers (rotary inv_freq, Gemma's embed_scale) are not in the state dict and
     # were created on meta: the original model's values are the ones the pruned graph used.

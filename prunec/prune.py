@@ -11,17 +11,17 @@ import torch
 import torch.fx as fx
 
 from prunec.allocation import get_allocation, ranked_candidates
+from prunec.analysis.analyze import Analysis, analyze_graph
+from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group
 from prunec.budget import Budget, ParamCounter, solve_prefix, solve_ratio
+from prunec.errors import ConfigError
 from prunec.gradients import accumulate_gradients
 from prunec.importance import ScoringInputs, get_importance
 from prunec.passes.bias_compensation import BiasCompensation
 from prunec.passes.reconstruction import LeastSquaresReconstruction
-from prunec.stats import collect_input_stats
-from prunec.analysis.analyze import Analysis, analyze_graph
-from prunec.analysis.groups import KINDS, DEFAULT_KINDS, Group
-from prunec.errors import ConfigError
-from prunec.trace import trace
 from prunec.passes.structured_removal import RemovalPlan, StructuredRemoval
+from prunec.stats import collect_input_stats
+from prunec.trace import trace
 
 
 def count_parameters(module: torch.nn.Module) -> int:

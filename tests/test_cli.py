@@ -101,3 +101,53 @@ def test_prune_hf_model_writes_a_reloadable_directory(tmp_path) -> None:
     model = AutoModelForCausalLM.from_pretrained(out / "hf")
     assert model.config.intermediate_size == 64 - round(0.3 * 64)
     assert model.config.num_attention_heads == 4 and model.config.num_key_value_heads == 2
+
+
+def test_prune_with_calibration_budget_and_steps(tmp_path) -> None:
+    import numpy as np
+
+    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(10, 8)))
+    out = tmp_path / "pruned"
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--calib", str(tmp_path / "ids.npz"),
+                                 "--budget", "params=0.8", "--kinds", "channels,heads", "--steps", "2",
+                                 "--max-step-regression", "100", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["importance"] == "fluctuation" and summary["reconstruct"] is True
+    assert [s["step"] for s in summary["schedule"]] == [1, 2]
+    assert 0.8 <= summary["non_embedding_params_after"] / summary["non_embedding_params_before"] <= 0.85
+    assert summary["hf_directory"] == "hf"
+
+
+def test_steps_without_budget_is_refused(tmp_path) -> None:
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--steps", "3", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--steps needs a --budget" in result.output
+
+
+def test_check_passes_and_fails(tmp_path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models as tk_models, pre_tokenizers
+
+    # A tiny word-level tokenizer so that `check` can read text.
+    vocab = {w: i for i, w in enumerate(["[UNK]"] + [f"w{i}" for i in range(95)])}
+    tok = Tokenizer(tk_models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    from models import DECODER
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(**DECODER))
+    base.save_pretrained(tmp_path / "base")
+    fast.save_pretrained(tmp_path / "base")
+    text = tmp_path / "eval.txt"
+    text.write_text(" ".join(f"w{(i * 7) % 95}" for i in range(400)))
+    out = tmp_path / "pruned"
+    assert runner.invoke(app, ["prune", str(tmp_path / "base"), "--ratio", "0.5", "-o", str(out)]).exit_code == 0
+    ok = runner.invoke(app, ["check", str(tmp_path / "base"), str(out / "hf"), "--data", str(text),
+                             "--seq-len", "32", "--windows", "4", "--max-ratio", "1000", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["passed"] is True
+    bad = runner.invoke(app, ["check", str(tmp_path / "base"), str(out / "hf"), "--data", str(text),
+                              "--seq-len", "32", "--windows", "4", "--max-ratio", "0.5"])
+    assert bad.exit_code == 7
+    assert "regressed" in bad.output

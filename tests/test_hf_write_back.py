@@ -50,3 +50,21 @@ def test_unsupported_family_is_refused() -> None:
     result = prunec.prune(model, args, kwargs, ratio=0.3)
     with pytest.raises(prunec.ConfigError, match="not 'resnet'"):
         result.to_pretrained()
+
+
+def test_compensated_biases_are_written_back(tmp_path) -> None:
+    transformers = pytest.importorskip("transformers")
+    model, args, kwargs = ALL_CASES["llama_gqa"]()
+    randomize_(model)
+    calib = [(torch.randint(0, 96, args[0].shape, generator=torch.Generator().manual_seed(i)),) for i in range(3)]
+    result = prunec.prune(model, args, ratio=0.3, kinds=("channels", "heads"), importance="fluctuation",
+                          calibration=calib, reconstruct=True)
+    assert result.module.get_parameter("model.layers.0.mlp.down_proj.bias").shape == (48,)
+    hf = result.to_pretrained()
+    assert hf.config.mlp_bias and hf.config.attention_bias
+    with torch.no_grad():
+        assert max_abs_diff(result.module(*args), hf(*args)) <= 1e-5
+    hf.save_pretrained(tmp_path)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert max_abs_diff(hf(*args), reloaded(*args)) <= 1e-6

@@ -1,0 +1,84 @@
+"""WikiText-2 perplexity of SmolLM2-135M pruned by several prunec recipes, side by side.
+
+Protocol (../shared/README.md): tokenise wiki.test.raw once with the model's tokenizer, cut it into
+non-overlapping windows of 512 tokens, take the first 24, report exp(mean next-token NLL).
+Calibration: the first N windows of 512 tokens of wiki.valid.tokens (never the test split).
+Budgets are fractions of the *non-embedding* parameters kept (exact counts, tied embedding excluded).
+All rows run in one process on the same loaded model; threads = 2.
+
+    python benchmarks/llm_ppl.py --data ../shared/data/wikitext2 [--budgets 0.9,0.8,0.7] [--methods ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import prunec
+from prunec.calibration import CalibrationConfig, load_calibration
+from prunec.evaluate import perplexity, tokenize_file
+from prunec.models import load_model
+from prunec.schedule import ScheduleConfig, gradual_prune
+
+KINDS = ("channels", "heads")
+METHODS = {
+    # name: (prune options, gradual steps)
+    "l2-uniform": (dict(importance="l2", allocation="uniform"), 1),
+    "activation-uniform": (dict(importance="activation", allocation="uniform"), 1),
+    "fluctuation-bias-global": (dict(importance="fluctuation", allocation="global", bias_compensation=True), 1),
+    "fluctuation-recon-uniform": (dict(importance="fluctuation", allocation="uniform", reconstruct=True), 1),
+    "fluctuation-recon-4steps": (dict(importance="fluctuation", allocation="uniform", reconstruct=True), 4),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder with wiki.test.raw and wiki.valid.tokens")
+    parser.add_argument("--budgets", default="0.9,0.8,0.7")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--calib-samples", type=int, default=32)
+    parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--windows", type=int, default=24)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    loaded = load_model("smollm2-135m", seq_len=args.window)
+    ids = tokenize_file(args.data / "wiki.test.raw", loaded.tokenizer)
+    calib = load_calibration(args.data / "wiki.valid.tokens", loaded.tokenizer,
+                             CalibrationConfig(n_samples=args.calib_samples + 4, seq_len=args.window))
+    calib, holdout = calib[: args.calib_samples], calib[args.calib_samples :]
+    example = (torch.zeros(1, args.window, dtype=torch.long),)
+    t = time.perf_counter()
+    base = perplexity(loaded.model, ids, args.window, args.windows)
+    print(f"SmolLM2-135M base perplexity {base:.2f} ({time.perf_counter() - t:.0f} s to evaluate)")
+    print("| keep (non-emb params) | method | kept fraction | params | PPL | PPL / base | prune s |")
+    print("|---|---|---|---|---|---|---|")
+    for keep in [float(b) for b in args.budgets.split(",")]:
+        for name in args.methods.split(","):
+            options, steps = METHODS[name]
+            t = time.perf_counter()
+            if steps > 1:
+                held_ids = torch.cat([b[0].reshape(-1) for b in holdout])
+                scheduled = gradual_prune(
+                    loaded.model, example, budget=f"params={keep}",
+                    evaluate=lambda m: perplexity(m, held_ids, args.window, len(holdout)),
+                    schedule=ScheduleConfig(steps=steps, max_step_regression=1.5),
+                    kinds=KINDS, calibration=calib, **options)
+                result = scheduled.result
+                note = " (stopped early)" if scheduled.stopped_early else ""
+            else:
+                result = prunec.prune(loaded.model, example, budget=f"params={keep}", kinds=KINDS,
+                                      calibration=calib if name != "l2-uniform" else None, **options)
+                note = ""
+            seconds = time.perf_counter() - t
+            ppl = perplexity(result.module, ids, args.window, args.windows)
+            kept = result.non_embedding_after / result.non_embedding_before
+            print(f"| {keep} | {name}{note} | {kept:.3f} | {result.params_after:,} | {ppl:.2f} | {ppl / base:.2f} | "
+                  f"{seconds:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""MiniLM-L6 (all-MiniLM-L6-v2): cosine similarity of pruned vs base sentence embeddings.
+
+Protocol: 30% of the units of every FFN (`channels`) and attention (`heads`) group removed (uniform
+per group; the hidden size is the encoder's output and stays). Calibration: the first N lines of
+wiki.valid.tokens with at least 8 words, tokenised to 64 tokens each. Evaluation: the first 200
+non-heading lines of wiki.test.raw with at least 8 words, truncated to 64 tokens. Embedding =
+mean-pooled last hidden state (the sentence-transformers recipe); reported: mean cosine similarity.
+
+    python benchmarks/minilm_cosine.py --data ../shared/data/wikitext2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import prunec
+from prunec.models import load_model
+
+SEQ = 64
+
+
+def _lines(path: Path, n: int) -> list[str]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if len(line.split()) >= 8 and not line.startswith("="):
+            out.append(line)
+        if len(out) == n:
+            break
+    return out
+
+
+@torch.no_grad()
+def embed(model, batches) -> torch.Tensor:
+    out = []
+    for (ids,) in batches:
+        hidden = model(ids)
+        hidden = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden[0]
+        out.append(hidden.mean(1))
+    return torch.cat(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--ratio", type=float, default=0.3)
+    parser.add_argument("--calib-samples", type=int, default=128)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    loaded = load_model("minilm-l6")
+    tok = loaded.tokenizer
+
+    def batches(lines):
+        enc = tok(lines, padding="max_length", truncation=True, max_length=SEQ, return_tensors="pt")
+        return [(enc.input_ids[i : i + 1],) for i in range(len(lines))]
+
+    calib = batches(_lines(args.data / "wiki.valid.tokens", args.calib_samples))
+    test = batches(_lines(args.data / "wiki.test.raw", 200))
+    base = embed(loaded.model, test)
+    example = test[0]
+    print("| method | params removed | mean cosine | prune s |")
+    print("|---|---|---|---|")
+    for name, options in [
+        ("l2-uniform", dict(importance="l2")),
+        ("activation-uniform", dict(importance="activation", calibration=calib)),
+        ("fluctuation-recon-uniform", dict(importance="fluctuation", calibration=calib, reconstruct=True)),
+    ]:
+        t = time.perf_counter()
+        result = prunec.prune(loaded.model, example, ratio=args.ratio, kinds=("channels", "heads"), **options)
+        seconds = time.perf_counter() - t
+        cos = F.cosine_similarity(base, embed(result.module, test), dim=1).mean().item()
+        print(f"| {name} | {result.removed_fraction:.1%} | {cos:.4f} | {seconds:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
