@@ -112,6 +112,7 @@ def prune_cmd(
     ratio: float = typer.Option(0.3, help="Fraction of each prunable group's units to remove, in [0, 1)."),
     budget: Optional[str] = typer.Option(None, help="Instead of --ratio: params=0.8 keeps 80% of the non-embedding parameters."),
     kinds: str = typer.Option(",".join(DEFAULT_KINDS), help="Comma-separated kinds: channels,heads,residual,head_dim."),
+    width: list[str] = typer.Option([], help="Explicit target width per kind, e.g. --width channels=1152 --width heads=6."),
     importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor; auto: fluctuation with --calib, else l2."),
     allocation: str = typer.Option("uniform", help="uniform or global."),
     calib: Optional[Path] = typer.Option(None, help="Calibration data: text, JSONL ({\"text\": ...}) or .npz."),
@@ -130,6 +131,7 @@ def prune_cmd(
     validate_ratio(ratio)
     kind_tuple = _parse_kinds(kinds)
     parsed_budget = Budget.parse(budget) if budget else None
+    widths = _parse_widths(width)
     if importance == "auto":
         importance = "fluctuation" if calib else "l2"
     reconstruct = bool(calib) if reconstruct is None else reconstruct
@@ -157,6 +159,8 @@ def prune_cmd(
         options = dict(kinds=kind_tuple, importance=importance, allocation=allocation, ignore=tuple(ignore),
                        calibration=calibration, reconstruct=reconstruct, bias_compensation=bias_compensation)
         history = []
+        if steps > 1 and widths:
+            raise ConfigError("--steps works with --budget, not with --width")
         if steps > 1:
             if not holdout:
                 raise ConfigError("--steps needs held-out data: give --calib at least 2 samples")
@@ -171,7 +175,8 @@ def prune_cmd(
             result = scheduled.result
         else:
             progress.update(task, description="tracing, analysing, pruning")
-            result = prune(loaded.model, loaded.args, loaded.kwargs, ratio=ratio, budget=parsed_budget, **options)
+            result = prune(loaded.model, loaded.args, loaded.kwargs, ratio=ratio, budget=parsed_budget,
+                           widths=widths, **options)
         progress.update(task, description="verifying")
         with torch.no_grad():
             pruned_out = result.module(*loaded.args, **loaded.kwargs)
@@ -229,6 +234,16 @@ def prune_cmd(
         out.print(f"Hugging Face model (stock from_pretrained loads it): {output}/{hf_dir}")
     elif hf_dir:
         out.print(f"no Hugging Face directory: {hf_dir}")
+
+
+def _parse_widths(items: list[str]) -> dict[str, int] | None:
+    widths = {}
+    for item in items:
+        kind, _, value = item.partition("=")
+        if not value.isdigit():
+            raise ConfigError(f"--width '{item}' is not KIND=UNITS, e.g. --width channels=1152")
+        widths[kind] = int(value)
+    return widths or None
 
 
 def _heldout_perplexity(module: torch.nn.Module, holdout: list[tuple]) -> float:

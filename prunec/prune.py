@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from prunec.allocation import get_allocation, ranked_candidates
+from prunec.allocation import get_allocation, lowest_units, ranked_candidates
 from prunec.analysis.analyze import Analysis, analyze_graph
 from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group
 from prunec.budget import Budget, ParamCounter, solve_prefix, solve_ratio
@@ -114,9 +114,12 @@ def plan_removal(
     kinds: Sequence[str] = DEFAULT_KINDS,
     allocation: str = "uniform",
     budget: Budget | None = None,
+    widths: dict[str, int] | None = None,
     model: torch.nn.Module | None = None,
 ) -> dict[int, tuple[int, ...]]:
-    """Decide which units to remove: ``ratio`` per group, or whatever meets ``budget``.
+    """Decide which units to remove: ``ratio`` per group, whatever meets ``budget``, or explicit
+    target ``widths`` per kind (``{"channels": 1152, "heads": 6}``: every group of that kind keeps
+    that many units).
 
     With ``model``, widths are adjusted to what its Hugging Face config can express
     (see :func:`prunec.hf.fit_config_constraints`).
@@ -129,7 +132,19 @@ def plan_removal(
     def fit(plan: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
         return fit_config_constraints(model, analysis, plan, scores) if model is not None else plan
 
-    if budget is None:
+    if widths:
+        removed = {}
+        for g in groups:
+            if g.kind not in widths:
+                continue
+            target = widths[g.kind]
+            if not 0 < target <= g.size or (g.blocks > 1 and target % g.blocks):
+                raise ConfigError(f"cannot keep {target} units of {g.kind} group {g.label} (size {g.size}"
+                                  + (f", {g.blocks} KV groups: use a multiple of {g.blocks}" if g.blocks > 1 else "")
+                                  + ")")
+            removed[g.id] = lowest_units(g, scores[g.id], g.size - target)
+        removed = fit(removed)
+    elif budget is None:
         removed = fit(allocator(groups, scores, ratio))
     elif budget.metric != "params":
         raise ConfigError(f"a {budget.metric} budget is not supported yet; use --budget params=FRACTION")
@@ -149,6 +164,7 @@ def prune(
     *,
     ratio: float = 0.3,
     budget: Budget | str | None = None,
+    widths: dict[str, int] | None = None,
     kinds: Sequence[str] = DEFAULT_KINDS,
     importance: str = "l2",
     allocation: str = "uniform",
@@ -160,8 +176,9 @@ def prune(
 ) -> PruneResult:
     """Remove units of the prunable groups of ``model``.
 
-    How much: ``ratio`` of every group's units (uniform), or a ``budget`` such as
-    ``"params=0.8"`` (keep 80% of the non-embedding parameters).  Which units:
+    How much: ``ratio`` of every group's units (uniform), a ``budget`` such as
+    ``"params=0.8"`` (keep 80% of the non-embedding parameters), or explicit ``widths``
+    per kind (``{"channels": 1152, "heads": 6}``).  Which units:
     the lowest ``importance`` scores (``l1``, ``l2``, ``random``; with
     ``calibration`` batches also ``activation``, ``fluctuation``, ``taylor``),
     distributed by ``allocation`` (``uniform`` or ``global``).
@@ -175,7 +192,8 @@ def prune(
     """
     start = time.perf_counter()
     ratio = validate_ratio(ratio)
-    kinds = validate_kinds(kinds)
+    # Explicit widths name the kinds they prune.
+    kinds = validate_kinds(tuple(widths) if widths else kinds)
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     estimator = get_importance(importance)
     get_allocation(allocation)
@@ -195,7 +213,8 @@ def prune(
     if calibration and "gradients" in estimator.needs:
         inputs.grads = accumulate_gradients(gm, calibration, analysis.slots)
     scores = score_groups(analysis, groups, importance, inputs)
-    removed = plan_removal(analysis, scores, ratio=ratio, kinds=kinds, allocation=allocation, budget=budget, model=model)
+    removed = plan_removal(analysis, scores, ratio=ratio, kinds=kinds, allocation=allocation, budget=budget,
+                           widths=widths, model=model)
     if reconstruct and inputs.stats is not None:
         LeastSquaresReconstruction(analysis, removed, inputs.stats)(gm)
     elif bias_compensation and inputs.stats is not None:

@@ -199,3 +199,14 @@ def test_undamped_reconstruction_is_exact_for_a_dependent_channel() -> None:
     StructuredRemoval(analysis, RemovalPlan(plan))(analysis.graph_module)
     with torch.no_grad():
         assert max_abs_diff(reference, analysis.graph_module(x)) <= 1e-4
+
+
+def test_explicit_widths() -> None:
+    model, args, _ = ALL_CASES["llama_gqa"]()
+    result = prunec.prune(model, args, widths={"channels": 40, "heads": 4})
+    assert result.module.get_parameter("model.layers.1.mlp.up_proj.weight").shape == (40, 48)
+    assert result.module.get_parameter("model.layers.1.self_attn.q_proj.weight").shape == (4 * 8, 48)
+    hf = result.to_pretrained()
+    assert hf.config.intermediate_size == 40 and hf.config.num_attention_heads == 4
+    with pytest.raises(prunec.ConfigError, match="multiple of 2"):
+        prunec.prune(model, args, widths={"heads": 3})

@@ -66,3 +66,17 @@ def test_minilm_prunes_and_writes_back_ffn() -> None:
     with torch.no_grad():
         assert max_abs_diff(result.module(*loaded.args), hf(*loaded.args)) <= 1e-5
     assert hf.config.intermediate_size == round(1536 * 0.7)
+
+
+@needs_smollm2
+def test_smollm2_from_gguf_saves_and_reloads(smollm2, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    ids = smollm2.args[0]
+    result = prunec.prune(smollm2.model, (ids,), widths={"channels": 1152, "heads": 6})
+    hf = result.to_pretrained()  # the GGUF-loaded config carries a quantization_config: dropped
+    hf.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert reloaded.config.intermediate_size == 1152 and reloaded.config.num_attention_heads == 6
+    with torch.no_grad():
+        assert max_abs_diff(result.module(ids).logits, reloaded(ids).logits) <= 1e-4
