@@ -34,6 +34,49 @@ METHODS = {
 }
 
 
+def torch_pruning_recipe(model: torch.nn.Module, example: torch.Tensor, keep: float) -> torch.nn.Module:
+    """Torch-Pruning's documented LLM recipe (examples/LLMs/prune_llm.py in its repository):
+    group L2 norm importance (mean reduction), uniform ratio on hidden size, heads and FFN, lm_head
+    ignored, round_to=4.  Install it only in the benchmark's environment: pip install torch-pruning.
+    The ratio is chosen as 1 - sqrt(keep), since most weights shrink in both dimensions."""
+    import copy
+
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model)
+    ratio = 1.0 - keep**0.5
+    cfg = model.config
+    num_heads = {}
+    for name, m in model.named_modules():
+        if name.endswith("self_attn"):
+            num_heads[m.q_proj] = cfg.num_attention_heads
+            num_heads[m.k_proj] = cfg.num_key_value_heads
+            num_heads[m.v_proj] = cfg.num_key_value_heads
+    pruner = tp.pruner.MetaPruner(
+        model, example_inputs=example, importance=tp.importance.GroupNormImportance(p=2, group_reduction="mean"),
+        global_pruning=False, pruning_ratio=ratio, ignored_layers=[model.lm_head], num_heads=num_heads,
+        prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio, round_to=4)
+    for group in pruner.step(interactive=True):
+        group.prune()
+    gqa = cfg.num_attention_heads != cfg.num_key_value_heads
+    cfg.hidden_size = model.lm_head.in_features
+    for name, m in model.named_modules():
+        if name.endswith("self_attn"):
+            heads = m.q_proj.out_features // m.head_dim
+            cfg.num_attention_heads = heads
+            kv = m.k_proj.out_features // m.head_dim if gqa else heads
+            m.num_key_value_groups = heads // kv
+            cfg.num_key_value_heads = kv
+        elif name.endswith("mlp"):
+            cfg.intermediate_size = m.gate_proj.out_features
+    return model.eval()
+
+
+def non_embedding(model: torch.nn.Module) -> int:
+    embed = model.get_input_embeddings().weight
+    return sum(p.numel() for p in model.parameters() if p is not embed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder with wiki.test.raw and wiki.valid.tokens")
@@ -58,8 +101,17 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for keep in [float(b) for b in args.budgets.split(",")]:
         for name in args.methods.split(","):
-            options, steps = METHODS[name]
             t = time.perf_counter()
+            if name == "torch-pruning":
+                pruned = torch_pruning_recipe(loaded.model, example, keep)
+                seconds = time.perf_counter() - t
+                ppl = perplexity(pruned, ids, args.window, args.windows)
+                kept = non_embedding(pruned) / non_embedding(loaded.model)
+                params = sum(p.numel() for p in pruned.parameters())
+                print(f"| {keep} | torch-pruning 1.6 recipe | {kept:.3f} | {params:,} | {ppl:.2f} | {ppl / base:.2f} | "
+                      f"{seconds:.0f} |", flush=True)
+                continue
+            options, steps = METHODS[name]
             if steps > 1:
                 held_ids = torch.cat([b[0].reshape(-1) for b in holdout])
                 scheduled = gradual_prune(

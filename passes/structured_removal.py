@@ -16,7 +16,7 @@ group, the pass
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -94,9 +94,6 @@ class Rewriter:
     def layout(self, node: fx.Node, d: int) -> Layout:
         dims = self.analysis.context.layouts[node]
         return dims[d % len(dims)]
-
-    def in_layout(self, node: fx.Node, d: int) -> Layout:
-        return self.layout(node, d)
 
     def old_shape(self, node: fx.Node) -> tuple[int, ...]:
         return tuple(int(s) for s in node.meta["val"].shape)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -213,7 +212,3 @@ def load_model(spec: str, *, seq_len: int = 16) -> LoadedModel:
     raise ModelLoadError(
         f"model '{spec}' not found; pass a Hugging Face directory, a .gguf or .pt2 file, "
         f"'package.module:factory', or one of: {', '.join(SHORT_NAMES)}")
-
-
-def describe_sources() -> str:
-    return json.dumps(sorted(SHORT_NAMES))

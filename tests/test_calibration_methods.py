@@ -15,7 +15,7 @@ from prunec.budget import Budget, ParamCounter
 from prunec.calibration import CalibrationConfig, load_calibration
 from prunec.importance import importance_names
 from prunec.stats import collect_input_stats
-from prunec.testing import check_dead_unit_exactness, max_abs_diff
+from prunec.testing import max_abs_diff
 
 
 class CharTokenizer:

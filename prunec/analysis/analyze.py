@@ -52,9 +52,6 @@ class Analysis:
         """(node, reason) for each op that had no rule and froze what it touched."""
         return list(self.context.unhandled)
 
-    def group(self, gid: int) -> Group:
-        return self.groups[gid]
-
     def unit_coords(self, group: Group, member: Member) -> np.ndarray:
         """For every index of ``member``'s dim, the group unit it belongs to (-1: none)."""
         layout = self.table.resolve(self.slots[member.name].dims[member.dim])

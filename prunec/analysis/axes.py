@@ -108,10 +108,6 @@ class AxisTable:
                 raise LayoutMismatch("a concatenated axis is used as a non-leading factor")
         return segments
 
-    @staticmethod
-    def segment_size_of(table: "AxisTable", seg: Segment) -> int:
-        return prod(table.size(a) for a in seg)
-
     def layout_size(self, layout: Layout) -> int:
         return sum(prod(self.size(a) for a in seg) for seg in layout)
 

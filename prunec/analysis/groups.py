@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 KINDS = ("channels", "heads", "residual", "head_dim")
 DEFAULT_KINDS = ("channels", "heads", "residual")
@@ -52,10 +52,3 @@ class Group:
     def label(self) -> str:
         """A short human name: the first member slice."""
         return str(self.members[0]) if self.members else f"axis{self.axes[0]}"
-
-
-@dataclass
-class FrozenSummary:
-    """Frozen groups counted by reason, for reports."""
-
-    by_reason: dict[str, int] = field(default_factory=dict)
