@@ -152,16 +152,24 @@ def test_bias_compensation_restores_a_constant_channel() -> None:
     assert compensated.module.get_parameter("down.bias").shape == (3,)
 
 
-def test_reconstruction_recovers_a_linearly_dependent_channel() -> None:
+def _dependent_unit_model() -> Wide:
+    """Unit 5 = 0.1 * (unit 0 + unit 1) before the relu, all positive so the relu is linear there.
+
+    Its weights are the smallest, so L2 importance removes it; its output is not negligible.
+    """
     torch.manual_seed(0)
     model = Wide().eval()
     with torch.no_grad():
-        # Unit 5 = 0.1 * (unit 0 + unit 1) before the relu; all positive so the relu is linear there.
-        # Its weights are the smallest, so L2 importance removes it; its output is not negligible.
         model.up.weight.copy_(model.up.weight.abs() + 1.0)
         model.up.bias.copy_(model.up.bias.abs())
         model.up.weight[5] = 0.1 * (model.up.weight[0] + model.up.weight[1])
         model.up.bias[5] = 0.1 * (model.up.bias[0] + model.up.bias[1])
+    return model
+
+
+def test_reconstruction_recovers_a_linearly_dependent_channel() -> None:
+    model = _dependent_unit_model()
+    with torch.no_grad():
         model.down.weight[:, 5] = 0.5
     x = torch.rand(64, 4)
     with torch.no_grad():
@@ -181,13 +189,7 @@ def test_undamped_reconstruction_is_exact_for_a_dependent_channel() -> None:
     from prunec.passes.reconstruction import LeastSquaresReconstruction
     from prunec.passes.structured_removal import RemovalPlan, StructuredRemoval
 
-    torch.manual_seed(0)
-    model = Wide().eval()
-    with torch.no_grad():
-        model.up.weight.copy_(model.up.weight.abs() + 1.0)
-        model.up.bias.copy_(model.up.bias.abs())
-        model.up.weight[5] = 0.1 * (model.up.weight[0] + model.up.weight[1])
-        model.up.bias[5] = 0.1 * (model.up.bias[0] + model.up.bias[1])
+    model = _dependent_unit_model()
     x = torch.rand(64, 4)
     with torch.no_grad():
         reference = model(x)

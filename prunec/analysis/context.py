@@ -96,14 +96,15 @@ class AnalysisContext:
     def freeze_value(self, node: Any, reason: str) -> None:
         """Freeze every dimension of a node's value (tensor or nested tuple)."""
         lay = self.layouts.get(node) if isinstance(node, fx.Node) else None
-        self._freeze_nested(lay, reason)
+        self.freeze_value_layouts(lay, reason)
 
-    def _freeze_nested(self, lay: NodeLayouts, reason: str) -> None:
+    def freeze_value_layouts(self, lay: NodeLayouts, reason: str) -> None:
+        """Freeze every layout in a (nested) node-layouts value."""
         if lay is None:
             return
         for item in lay:
             if isinstance(item, list):
-                self._freeze_nested(item, reason)
+                self.freeze_value_layouts(item, reason)
             else:
                 self.table.freeze(item, reason)
 

@@ -29,11 +29,15 @@ def batch_norm(ctx: AnalysisContext, node: fx.Node) -> None:
     x = node.args[0]
     xd = ctx.dims(x)
     ch = _couple_params(ctx, xd[1], node.args[1:5], "batch norm parameters")
-    out = [xd[0], ch] + xd[2:]
+    _set_with_saved_stats(ctx, node, [xd[0], ch] + xd[2:], "batch norm saved statistics")
+
+
+def _set_with_saved_stats(ctx: AnalysisContext, node: fx.Node, out: list, what: str) -> None:
+    """Set the output layouts; ``native_*`` variants also return statistics, which are frozen."""
     if isinstance(node.meta["val"], (list, tuple)):
         rest = [ctx.fresh_for(v) for v in node.meta["val"][1:]]
         for r in rest:
-            ctx._freeze_nested(r, "batch norm saved statistics")
+            ctx.freeze_value_layouts(r, what)
         ctx.layouts[node] = [out] + rest
     else:
         ctx.set(node, out)
@@ -63,14 +67,10 @@ def layer_norm(ctx: AnalysisContext, node: fx.Node) -> None:
         for p in (w, b):
             if ctx.is_tensor(p):
                 xd[-i] = ctx.unify(xd[-i], ctx.dim(p, -i), "norm parameters")
-        ctx.tag(xd[-i], "normalized")
-    if isinstance(node.meta["val"], (list, tuple)):
-        rest = [ctx.fresh_for(v) for v in node.meta["val"][1:]]
-        for r in rest:
-            ctx._freeze_nested(r, "layer norm saved statistics")
-        ctx.layouts[node] = [xd] + rest
-    else:
-        ctx.set(node, xd)
+        if node.target.overloadpacket is aten.native_layer_norm:
+            # Its mean/rstd outputs would change meaning; the rewrite handles only layer_norm.
+            ctx.freeze(xd[-i], "native_layer_norm statistics over this dim")
+    _set_with_saved_stats(ctx, node, xd, "layer norm saved statistics")
 
 
 def _rewrite_group_norm(rw, node: fx.Node) -> None:
