@@ -148,3 +148,35 @@ def taylor(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarra
         g = _rows(inputs.grads[m.name], m.dim)
         _scatter(analysis, group, m, (w * g).abs().sum(1), scores)
     return scores
+
+
+@register_importance("obs", needs=("activations", "gram"))
+def obs(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarray:
+    """Structured Optimal Brain Surgeon: output error of removing a unit's input columns of each
+    reading layer *after* the optimal least-squares update of the other columns,
+    sum_rows w_P^T (H^-1_PP)^-1 w_P with H the input second moment (pairs with --reconstruct)."""
+    if inputs.stats is None:
+        raise ConfigError("this importance needs calibration data (--calib FILE)")
+    readers = [m for m in _reader_members(group, inputs.stats) if m.name in inputs.stats.gram]
+    if not readers:
+        return _activation_scores(analysis, group, inputs, lambda rows, st: rows.pow(2).sum(1).double() * st.squares)
+    scores = np.zeros(group.size, dtype=np.float64)
+    for m in readers:
+        st = inputs.stats.inputs[m.name]
+        h = inputs.stats.gram[m.name] / max(st.count, 1)
+        h = h + 1e-3 * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+        h_inv = torch.linalg.inv(h)
+        w = _rows(inputs.tensors[m.name], m.dim).double()  # (in positions, out)
+        coords = analysis.unit_coords(group, m)
+        valid = coords >= 0
+        if len(np.unique(coords[valid])) == valid.sum():
+            # One position per unit (FFN neurons): the classic ||w_j||^2 / [H^-1]_jj.
+            per_pos = (w.pow(2).sum(1) / torch.diagonal(h_inv)).cpu().numpy()
+            scores += np.bincount(coords[valid], weights=per_pos[valid], minlength=group.size)
+            continue
+        for unit in np.unique(coords[valid]):
+            pos = torch.as_tensor(np.flatnonzero(coords == unit), dtype=torch.long)
+            block = h_inv[pos][:, pos]
+            wp = w[pos]  # (|P|, out)
+            scores[unit] += float(torch.einsum("po,pq,qo->", wp, torch.linalg.inv(block), wp))
+    return scores

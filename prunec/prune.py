@@ -208,7 +208,8 @@ def prune(
     groups = select_groups(analysis, kinds)
     if calibration and ("activations" in estimator.needs or bias_compensation or reconstruct):
         # Gram matrices only for the linear layers that read prunable units (reconstruction targets).
-        readers = {m.name for g in groups for m in g.members if m.dim == 1 and not m.shared} if reconstruct else ()
+        wants_gram = reconstruct or "gram" in estimator.needs
+        readers = {m.name for g in groups for m in g.members if m.dim == 1 and not m.shared} if wants_gram else ()
         inputs.stats = collect_input_stats(gm, calibration, example_kwargs, covariance_for=readers)
     if calibration and "gradients" in estimator.needs:
         inputs.grads = accumulate_gradients(gm, calibration, analysis.slots)

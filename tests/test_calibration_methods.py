@@ -212,3 +212,19 @@ def test_explicit_widths() -> None:
     assert hf.config.intermediate_size == 40 and hf.config.num_attention_heads == 4
     with pytest.raises(prunec.ConfigError, match="multiple of 2"):
         prunec.prune(model, args, widths={"heads": 3})
+
+
+def test_obs_importance_prefers_a_unit_the_others_can_rebuild() -> None:
+    torch.manual_seed(0)
+    model = Wide().eval()
+    with torch.no_grad():
+        model.up.weight[5] = model.up.weight[0]  # unit 5 duplicates unit 0 (relu genuinely non-linear)
+        model.up.bias[5] = model.up.bias[0]
+        model.down.weight[:, 5] = 3.0  # and is the largest by magnitude
+    x = torch.randn(256, 4)
+    result = prunec.prune(model, (x,), ratio=1 / 6, kinds=("channels",), importance="obs",
+                          calibration=[(x,)], reconstruct=True)
+    assert list(result.removed.values()) in ([(0,)], [(5,)]), "one of the duplicates goes"
+    with torch.no_grad():
+        # Not exact: reconstruction is damped (1e-3 of the mean diagonal); outputs are O(5).
+        assert max_abs_diff(model(x), result.module(x)) <= 0.05
