@@ -28,7 +28,10 @@ def _linear_nodes_by_weight(gm: fx.GraphModule) -> dict[str, list[fx.Node]]:
 
 
 def _get(gm: fx.GraphModule, name: str) -> torch.Tensor:
-    return gm.get_parameter(name) if name in dict(gm.named_parameters()) else gm.get_buffer(name)
+    obj = gm
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 @register_pass("bias-compensation", requires=("coupled groups analysed", "calibration statistics"))

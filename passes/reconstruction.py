@@ -32,6 +32,8 @@ def reconstruction_targets(analysis: Analysis, removed: dict[int, tuple[int, ...
         for m in group.members:
             if m.shared or m.dim != 1 or m.name not in linears:
                 continue
+            if len(analysis.aliases.get(m.name, ())) > 1 or len(linears[m.name]) != 1:
+                continue  # a tied weight (lm_head = embedding) or one read twice cannot be refitted for one use
             coords = analysis.unit_coords(group, m)
             lost.setdefault(m.name, set()).update(np.flatnonzero(np.isin(coords, units)).tolist())
     return {name: np.array(sorted(p)) for name, p in lost.items() if p}
@@ -54,7 +56,7 @@ class LeastSquaresReconstruction:
         adder = BiasCompensation(self.analysis, {}, self.stats)
         changed = False
         for name, lost in targets.items():
-            if name not in self.stats.gram or len(linears[name]) != 1:
+            if name not in self.stats.gram:
                 continue
             node = linears[name][0]
             weight = _get(gm, name)

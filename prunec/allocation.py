@@ -71,15 +71,19 @@ def uniform(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float)
     return {g.id: lowest_units(g, scores[g.id], uniform_count(g, ratio)) for g in groups}
 
 
-def ranked_candidates(groups: list[Group], scores: Mapping[int, np.ndarray]) -> list[tuple[int, tuple[int, ...]]]:
-    """Every removable step ``(group, units)``, lowest standardised score first.
+def ranked_candidates(groups: list[Group], scores: Mapping[int, np.ndarray],
+                      per_parameter: bool = False) -> list[tuple[int, tuple[int, ...]]]:
+    """Every removable step ``(group, units)``, lowest score first.
 
-    A step is one unit, or for GQA heads one head from every KV group (the next
-    lowest in each), so that any prefix of the list keeps removal even.
+    Scores are standardised within each group (FLAP), or with ``per_parameter``
+    taken as they are and divided by the parameters a unit holds (a greedy
+    knapsack: least estimated damage per parameter saved first).  A step is one
+    unit, or for GQA heads one head from every KV group (the next lowest in each),
+    so that any prefix of the list keeps removal even.
     """
     steps: list[tuple[float, int, tuple[int, ...]]] = []
     for g in groups:
-        z = normalise(scores[g.id])
+        z = scores[g.id] / max(g.params_per_unit, 1) if per_parameter else normalise(scores[g.id])
         if g.blocks > 1:
             per_block = g.size // g.blocks
             orders = [np.argsort(z[b * per_block : (b + 1) * per_block], kind="stable") for b in range(g.blocks)]
@@ -93,10 +97,13 @@ def ranked_candidates(groups: list[Group], scores: Mapping[int, np.ndarray]) -> 
     return [(gid, units) for _, gid, units in steps]
 
 
-@register_allocation("global")
-def global_(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float) -> dict[int, tuple[int, ...]]:
-    """Standardise scores per group, then remove the globally lowest ``ratio`` of all units."""
-    candidates = ranked_candidates(groups, scores)
+@register_allocation("knapsack")
+def knapsack(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float) -> dict[int, tuple[int, ...]]:
+    """Rank all units by raw score per parameter and remove the lowest ``ratio`` of all units."""
+    return _take_ratio(ranked_candidates(groups, scores, per_parameter=True), groups, ratio)
+
+
+def _take_ratio(candidates: list[tuple[int, tuple[int, ...]]], groups: list[Group], ratio: float) -> dict[int, tuple[int, ...]]:
     total = sum(g.size for g in groups)
     plan: dict[int, list[int]] = {}
     removed = 0
@@ -106,3 +113,9 @@ def global_(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float)
         plan.setdefault(gid, []).extend(units)
         removed += len(units)
     return {g: tuple(sorted(u)) for g, u in plan.items()}
+
+
+@register_allocation("global")
+def global_(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float) -> dict[int, tuple[int, ...]]:
+    """Standardise scores per group, then remove the globally lowest ``ratio`` of all units."""
+    return _take_ratio(ranked_candidates(groups, scores), groups, ratio)

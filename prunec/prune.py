@@ -150,8 +150,9 @@ def plan_removal(
         raise ConfigError(f"a {budget.metric} budget is not supported yet; use --budget params=FRACTION")
     else:
         counter = ParamCounter(analysis)
-        if allocation == "global":
-            removed = fit(solve_prefix(ranked_candidates(groups, scores), counter, budget.keep))
+        if allocation in ("global", "knapsack"):
+            ranked = ranked_candidates(groups, scores, per_parameter=allocation == "knapsack")
+            removed = fit(solve_prefix(ranked, counter, budget.keep))
         else:
             _, removed = solve_ratio(lambda r: fit(allocator(groups, scores, r)), counter, budget.keep)
     return {gid: units for gid, units in removed.items() if units}
