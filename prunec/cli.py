@@ -111,7 +111,8 @@ def prune_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Output directory (must not exist unless --force)."),
     ratio: float = typer.Option(0.3, help="Fraction of each prunable group's units to remove, in [0, 1)."),
     budget: Optional[str] = typer.Option(None, help="Instead of --ratio: params=0.8 keeps 80% of the non-embedding parameters."),
-    kinds: str = typer.Option(",".join(DEFAULT_KINDS), help="Comma-separated kinds: channels,heads,residual,head_dim."),
+    kinds: str = typer.Option("auto", help="Comma-separated kinds: channels,heads,residual,head_dim; auto: "
+                              "channels,heads with --calib (the measured best LLM recipe), else channels,heads,residual."),
     width: list[str] = typer.Option([], help="Explicit target width per kind, e.g. --width channels=1152 --width heads=6."),
     importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor; auto: fluctuation with --calib, else l2."),
     allocation: str = typer.Option("uniform", help="uniform or global."),
@@ -129,6 +130,8 @@ def prune_cmd(
 ) -> None:
     """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report."""
     validate_ratio(ratio)
+    if kinds == "auto":
+        kinds = "channels,heads" if calib else ",".join(DEFAULT_KINDS)
     kind_tuple = _parse_kinds(kinds)
     parsed_budget = Budget.parse(budget) if budget else None
     widths = _parse_widths(width)

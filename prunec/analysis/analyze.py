@@ -103,11 +103,11 @@ def unit_coords(table: AxisTable, layout: Layout, axes: Sequence[int]) -> np.nda
                 if axes[0] in seg:
                     out = coords[seg.index(axes[0])].astype(np.int64)
             else:
+                # Compound (GQA) units exist only where both axes are present; the outer axis
+                # alone (k/v projections) is shared by all units of its KV group.
                 outer, inner = axes
                 if outer in seg and inner in seg:
                     out = (coords[seg.index(outer)] * table.size(inner) + coords[seg.index(inner)]).astype(np.int64)
-                elif inner in seg:
-                    out = np.full(n, -1, dtype=np.int64)
         parts.append(out)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
