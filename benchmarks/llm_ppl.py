@@ -31,6 +31,9 @@ METHODS = {
     "fluctuation-bias-global": (dict(importance="fluctuation", allocation="global", bias_compensation=True), 1),
     "fluctuation-recon-uniform": (dict(importance="fluctuation", allocation="uniform", reconstruct=True), 1),
     "fluctuation-recon-4steps": (dict(importance="fluctuation", allocation="uniform", reconstruct=True), 4),
+    "fluctuation-recon-ffn-only": (dict(importance="fluctuation", allocation="uniform", reconstruct=True,
+                                        kinds=("channels",)), 1),
+    "obs-recon-uniform": (dict(importance="obs", allocation="uniform", reconstruct=True), 1),
 }
 
 
@@ -44,6 +47,7 @@ def torch_pruning_recipe(model: torch.nn.Module, example: torch.Tensor, keep: fl
     import torch_pruning as tp
 
     model = copy.deepcopy(model)
+    model.config.use_cache = False  # TP traces autograd from the output; a KV cache object is not a tensor
     ratio = 1.0 - keep**0.5
     cfg = model.config
     num_heads = {}
@@ -52,9 +56,11 @@ def torch_pruning_recipe(model: torch.nn.Module, example: torch.Tensor, keep: fl
             num_heads[m.q_proj] = cfg.num_attention_heads
             num_heads[m.k_proj] = cfg.num_key_value_heads
             num_heads[m.v_proj] = cfg.num_key_value_heads
+    # The recipe's GroupNormImportance is called GroupMagnitudeImportance in torch-pruning 1.6.
+    importance_cls = getattr(tp.importance, "GroupNormImportance", None) or tp.importance.GroupMagnitudeImportance
     pruner = tp.pruner.MetaPruner(
-        model, example_inputs=example, importance=tp.importance.GroupNormImportance(p=2, group_reduction="mean"),
-        global_pruning=False, pruning_ratio=ratio, ignored_layers=[model.lm_head], num_heads=num_heads,
+        model, example_inputs=example, importance=importance_cls(p=2, group_reduction="mean"),
+        global_pruning=False, pruning_ratio=ratio, output_transform=lambda out: out.logits, ignored_layers=[model.lm_head], num_heads=num_heads,
         prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio, round_to=4)
     for group in pruner.step(interactive=True):
         group.prune()
@@ -72,6 +78,30 @@ def torch_pruning_recipe(model: torch.nn.Module, example: torch.Tensor, keep: fl
     return model.eval()
 
 
+def torch_pruning_ffn(model: torch.nn.Module, example: torch.Tensor, keep: float) -> torch.nn.Module:
+    """Torch-Pruning on FFN neurons only (what a new user does when the full recipe crashes):
+    group L2 magnitude, uniform ratio; every layer but gate/up projections ignored.  The FFN ratio
+    is chosen to remove the same number of non-embedding parameters as the budget."""
+    import copy
+
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model)
+    model.config.use_cache = False
+    cfg = model.config
+    ffn_params = 3 * cfg.hidden_size * cfg.intermediate_size * cfg.num_hidden_layers
+    ratio = min(0.99, (1.0 - keep) * non_embedding(model) / ffn_params)
+    keep_layers = {m for n, m in model.named_modules() if n.endswith(("gate_proj", "up_proj"))}
+    ignored = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) and m not in keep_layers]
+    importance_cls = getattr(tp.importance, "GroupNormImportance", None) or tp.importance.GroupMagnitudeImportance
+    pruner = tp.pruner.MetaPruner(model, example_inputs=example, importance=importance_cls(p=2, group_reduction="mean"),
+                                  global_pruning=False, pruning_ratio=ratio, ignored_layers=ignored,
+                                  output_transform=lambda out: out.logits)
+    pruner.step()
+    cfg.intermediate_size = model.model.layers[0].mlp.gate_proj.out_features
+    return model.eval()
+
+
 def non_embedding(model: torch.nn.Module) -> int:
     embed = model.get_input_embeddings().weight
     return sum(p.numel() for p in model.parameters() if p is not embed)
@@ -81,7 +111,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder with wiki.test.raw and wiki.valid.tokens")
     parser.add_argument("--budgets", default="0.9,0.8,0.7")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "obs-recon-uniform"),
+                        help=f"comma-separated, from: {', '.join(METHODS)}, torch-pruning, torch-pruning-ffn")
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--windows", type=int, default=24)
@@ -102,27 +133,34 @@ def main() -> None:
     for keep in [float(b) for b in args.budgets.split(",")]:
         for name in args.methods.split(","):
             t = time.perf_counter()
-            if name == "torch-pruning":
-                pruned = torch_pruning_recipe(loaded.model, example, keep)
+            if name in ("torch-pruning", "torch-pruning-ffn"):
+                recipe = torch_pruning_recipe if name == "torch-pruning" else torch_pruning_ffn
+                try:
+                    pruned = recipe(loaded.model, example, keep)
+                except Exception as exc:  # noqa: BLE001 - a peer's crash is a result worth reporting
+                    print(f"| {keep} | {name} | - | - | crashed: {type(exc).__name__}: {str(exc)[:80]} | - | - |")
+                    continue
                 seconds = time.perf_counter() - t
                 ppl = perplexity(pruned, ids, args.window, args.windows)
                 kept = non_embedding(pruned) / non_embedding(loaded.model)
                 params = sum(p.numel() for p in pruned.parameters())
-                print(f"| {keep} | torch-pruning 1.6 recipe | {kept:.3f} | {params:,} | {ppl:.2f} | {ppl / base:.2f} | "
+                print(f"| {keep} | {name} (torch-pruning 1.6) | {kept:.3f} | {params:,} | {ppl:.2f} | {ppl / base:.2f} | "
                       f"{seconds:.0f} |", flush=True)
                 continue
             options, steps = METHODS[name]
+            options = dict(options)
+            kinds = options.pop("kinds", KINDS)
             if steps > 1:
                 held_ids = torch.cat([b[0].reshape(-1) for b in holdout])
                 scheduled = gradual_prune(
                     loaded.model, example, budget=f"params={keep}",
                     evaluate=lambda m: perplexity(m, held_ids, args.window, len(holdout)),
                     schedule=ScheduleConfig(steps=steps, max_step_regression=1.5),
-                    kinds=KINDS, calibration=calib, **options)
+                    kinds=kinds, calibration=calib, **options)
                 result = scheduled.result
                 note = " (stopped early)" if scheduled.stopped_early else ""
             else:
-                result = prunec.prune(loaded.model, example, budget=f"params={keep}", kinds=KINDS,
+                result = prunec.prune(loaded.model, example, budget=f"params={keep}", kinds=kinds,
                                       calibration=calib if name != "l2-uniform" else None, **options)
                 note = ""
             seconds = time.perf_counter() - t

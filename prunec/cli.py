@@ -112,7 +112,7 @@ def prune_cmd(
     ratio: float = typer.Option(0.3, help="Fraction of each prunable group's units to remove, in [0, 1)."),
     budget: Optional[str] = typer.Option(None, help="Instead of --ratio: params=0.8 keeps 80% of the non-embedding parameters."),
     kinds: str = typer.Option("auto", help="Comma-separated kinds: channels,heads,residual,head_dim; auto: "
-                              "channels,heads with --calib (the measured best LLM recipe), else channels,heads,residual."),
+                              "channels with --calib (the measured best LLM recipe), else channels,heads,residual."),
     width: list[str] = typer.Option([], help="Explicit target width per kind, e.g. --width channels=1152 --width heads=6."),
     importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor; auto: fluctuation with --calib, else l2."),
     allocation: str = typer.Option("uniform", help="uniform or global."),
@@ -131,7 +131,9 @@ def prune_cmd(
     """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report."""
     validate_ratio(ratio)
     if kinds == "auto":
-        kinds = "channels,heads" if calib else ",".join(DEFAULT_KINDS)
+        # Measured on SmolLM2-135M (benchmarks/llm_ppl.py): FFN units alone beat FFN + heads at the
+        # same parameter budget once layers are refitted; heads come in coarse steps (3 per KV group).
+        kinds = "channels" if calib else ",".join(DEFAULT_KINDS)
     kind_tuple = _parse_kinds(kinds)
     parsed_budget = Budget.parse(budget) if budget else None
     widths = _parse_widths(width)

@@ -114,6 +114,7 @@ def test_prune_with_calibration_budget_and_steps(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["importance"] == "fluctuation" and summary["reconstruct"] is True
+    assert summary["kinds"] == ["channels", "heads"]
     assert [s["step"] for s in summary["schedule"]] == [1, 2]
     assert 0.8 <= summary["non_embedding_params_after"] / summary["non_embedding_params_before"] <= 0.85
     assert summary["hf_directory"] == "hf"
