@@ -19,6 +19,7 @@ from prunec.analysis.groups import DEFAULT_KINDS
 from prunec.budget import Budget
 from prunec.calibration import CalibrationConfig, load_calibration
 from prunec.evaluate import mean_embedding_cosine, perplexity, tokenize_file
+from prunec.recovery import RecoveryConfig, distill
 from prunec.schedule import ScheduleConfig, gradual_prune
 from prunec.errors import ConfigError, OutputExistsError, PruneError, RegressionError
 from prunec.metrics import count_flops
@@ -121,6 +122,9 @@ def prune_cmd(
     calib_seq_len: int = typer.Option(256, help="Tokens per calibration sample (text)."),
     reconstruct: Optional[bool] = typer.Option(None, help="Least-squares refit of layers that lose inputs (default: on with --calib)."),
     bias_compensation: bool = typer.Option(False, help="Fold removed inputs' mean into biases (implied by --reconstruct)."),
+    recover: bool = typer.Option(False, help="Distil the pruned model from the original on the calibration data."),
+    recover_steps: int = typer.Option(64, help="Optimizer steps of --recover."),
+    recover_lr: float = typer.Option(2e-5, help="Learning rate of --recover."),
     steps: int = typer.Option(1, help="Reach the budget in this many steps, evaluating on held-out calibration data."),
     max_step_regression: float = typer.Option(1.5, help="Roll back a step whose held-out metric worsens by more than this factor."),
     ignore: list[str] = typer.Option([], help="Parameter name or module prefix to leave untouched (repeatable)."),
@@ -161,6 +165,8 @@ def prune_cmd(
         with torch.no_grad():
             reference = loaded.model(*loaded.args, **loaded.kwargs)
         flops_before = count_flops(loaded.model, loaded.args, loaded.kwargs)
+        if recover and not calib:
+            raise ConfigError("--recover needs calibration data (--calib FILE)")
         options = dict(kinds=kind_tuple, importance=importance, allocation=allocation, ignore=tuple(ignore),
                        calibration=calibration, reconstruct=reconstruct, bias_compensation=bias_compensation)
         history = []
@@ -182,6 +188,10 @@ def prune_cmd(
             progress.update(task, description="tracing, analysing, pruning")
             result = prune(loaded.model, loaded.args, loaded.kwargs, ratio=ratio, budget=parsed_budget,
                            widths=widths, **options)
+        if recover:
+            progress.update(task, description=f"recovering ({recover_steps} distillation steps)")
+            result.recovery_losses = distill(result.module, loaded.model, calibration,
+                                             RecoveryConfig(steps=recover_steps, lr=recover_lr), loaded.kwargs)
         progress.update(task, description="verifying")
         with torch.no_grad():
             pruned_out = result.module(*loaded.args, **loaded.kwargs)
@@ -197,6 +207,7 @@ def prune_cmd(
             "allocation": allocation,
             "calibration": str(calib) if calib else None,
             "reconstruct": reconstruct,
+            "recovery_losses": [round(v, 4) for v in result.recovery_losses],
             "steps": steps,
             "schedule": history,
             "params_before": result.params_before,

@@ -20,6 +20,7 @@ from prunec.importance import ScoringInputs, get_importance
 from prunec.passes.bias_compensation import BiasCompensation
 from prunec.passes.reconstruction import LeastSquaresReconstruction
 from prunec.passes.structured_removal import RemovalPlan, StructuredRemoval
+from prunec.recovery import RecoveryConfig, distill
 from prunec.stats import collect_input_stats
 from prunec.trace import trace
 
@@ -64,6 +65,7 @@ class PruneResult:
     original: torch.nn.Module | None = field(default=None, repr=False)
     non_embedding_before: int = 0
     non_embedding_after: int = 0
+    recovery_losses: list[float] = field(default_factory=list)
 
     @property
     def removed_fraction(self) -> float:
@@ -174,6 +176,7 @@ def prune(
     calibration: Sequence[tuple] | None = None,
     bias_compensation: bool = False,
     reconstruct: bool = False,
+    recover: RecoveryConfig | None = None,
 ) -> PruneResult:
     """Remove units of the prunable groups of ``model``.
 
@@ -185,7 +188,8 @@ def prune(
     distributed by ``allocation`` (``uniform`` or ``global``).
     ``bias_compensation`` folds the mean contribution of removed inputs into the
     reading layers' biases; ``reconstruct`` refits the reading linear layers by least
-    squares on the calibration inputs (both need calibration).
+    squares on the calibration inputs (both need calibration).  ``recover`` then
+    distils the pruned model from ``model`` on the calibration batches.
 
     Returns a :class:`PruneResult` whose ``module`` is a runnable ``nn.Module``
     (the pruned traced graph) called with the same inputs as ``model``.  The
@@ -198,8 +202,8 @@ def prune(
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     estimator = get_importance(importance)
     get_allocation(allocation)
-    if (estimator.needs or bias_compensation or reconstruct) and not calibration:
-        what = f"importance '{importance}'" if estimator.needs else "bias compensation/reconstruction"
+    if (estimator.needs or bias_compensation or reconstruct or recover) and not calibration:
+        what = f"importance '{importance}'" if estimator.needs else "bias compensation/reconstruction/recovery"
         raise ConfigError(f"{what} needs calibration data; pass calibration batches (CLI: --calib FILE)")
     analysis = analyze(model, example_inputs, example_kwargs, keep_interface=keep_interface, ignore=ignore)
     gm: fx.GraphModule = analysis.graph_module
@@ -224,9 +228,11 @@ def prune(
     counter = ParamCounter(analysis)
     non_embedding = (counter.count({}), counter.count(removed))
     StructuredRemoval(analysis, RemovalPlan(removed))(gm)
+    recovery_losses = distill(gm, model, calibration, recover, example_kwargs) if recover else []
     return PruneResult(module=gm, params_before=params_before, params_after=count_parameters(gm),
                        analysis=analysis, removed=removed, seconds=time.perf_counter() - start, original=model,
-                       non_embedding_before=non_embedding[0], non_embedding_after=non_embedding[1])
+                       non_embedding_before=non_embedding[0], non_embedding_after=non_embedding[1],
+                       recovery_losses=recovery_losses)
 
 
 def _lookup(gm: fx.GraphModule, name: str) -> torch.Tensor:

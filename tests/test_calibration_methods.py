@@ -228,3 +228,18 @@ def test_obs_importance_prefers_a_unit_the_others_can_rebuild() -> None:
     with torch.no_grad():
         # Not exact: reconstruction is damped (1e-3 of the mean diagonal); outputs are O(5).
         assert max_abs_diff(model(x), result.module(x)) <= 0.05
+
+
+def test_recovery_distils_towards_the_original() -> None:
+    from prunec.recovery import RecoveryConfig
+
+    model, args, _ = ALL_CASES["llama_gqa"]()
+    randomize_(model)
+    calib = [(torch.randint(0, 96, args[0].shape, generator=torch.Generator().manual_seed(i)),) for i in range(4)]
+    result = prunec.prune(model, args, ratio=0.5, kinds=("channels",), importance="l2", calibration=calib,
+                          recover=RecoveryConfig(steps=30, lr=3e-3))
+    losses = result.recovery_losses
+    assert len(losses) == 30
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, f"distillation did not reduce the loss: {losses}"
+    with pytest.raises(prunec.ConfigError, match="calibration"):
+        prunec.prune(model, args, ratio=0.5, recover=RecoveryConfig())

@@ -152,3 +152,20 @@ def test_check_passes_and_fails(tmp_path) -> None:
                               "--seq-len", "32", "--windows", "4", "--max-ratio", "0.5"])
     assert bad.exit_code == 7
     assert "regressed" in bad.output
+
+
+def test_prune_with_recovery(tmp_path) -> None:
+    import numpy as np
+
+    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--calib", str(tmp_path / "ids.npz"), "--ratio", "0.3",
+                                 "--recover", "--recover-steps", "3", "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert len(summary["recovery_losses"]) == 3
+    assert summary["kinds"] == ["channels"]  # the calibrated default
+
+
+def test_recover_without_calibration_is_refused(tmp_path) -> None:
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--recover", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--recover needs calibration data" in result.output

@@ -1,0 +1,59 @@
+"""Recovery: a short knowledge-distillation fine-tune of the pruned model from the base model.
+
+The student (the pruned graph module) is trained to match the teacher's next-token
+distribution (KL divergence on logits, per token) on the calibration batches, with
+AdamW.  On CPU this is meant for small models; it runs on whatever device the
+modules live on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from prunec.errors import ConfigError
+from prunec.evaluate import logits_of
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """Distillation settings."""
+
+    steps: int = 64
+    lr: float = 2e-5
+    temperature: float = 1.0
+
+
+def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequence[tuple],
+            config: RecoveryConfig = RecoveryConfig(), kwargs: dict[str, Any] | None = None) -> list[float]:
+    """Fine-tune ``student`` towards ``teacher`` in place; return the loss of every step."""
+    if not batches:
+        raise ConfigError("recovery needs calibration batches")
+    kwargs = dict(kwargs or {})
+    params = [p for p in student.parameters() if p.is_floating_point()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    t = config.temperature
+    losses = []
+    try:
+        for step in range(config.steps):
+            batch = batches[step % len(batches)]
+            with torch.no_grad():
+                target = F.log_softmax(logits_of(teacher(*batch, **kwargs)).float() / t, dim=-1)
+            pred = F.log_softmax(logits_of(student(*batch, **kwargs)).float() / t, dim=-1)
+            # KL(teacher || student) per token, averaged over tokens.
+            loss = (target.exp() * (target - pred)).sum(-1).mean() * t * t
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+            p.grad = None
+    return losses
