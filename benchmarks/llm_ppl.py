@@ -21,6 +21,7 @@ import prunec
 from prunec.calibration import CalibrationConfig, load_calibration
 from prunec.evaluate import perplexity, tokenize_file
 from prunec.models import load_model
+from prunec.recovery import RecoveryConfig
 from prunec.schedule import ScheduleConfig, gradual_prune
 
 KINDS = ("channels", "heads")
@@ -34,6 +35,8 @@ METHODS = {
     "fluctuation-recon-ffn-only": (dict(importance="fluctuation", allocation="uniform", reconstruct=True,
                                         kinds=("channels",)), 1),
     "obs-recon-uniform": (dict(importance="obs", allocation="uniform", reconstruct=True), 1),
+    "fluctuation-recon-ffn-only-recover": (dict(importance="fluctuation", allocation="uniform", reconstruct=True,
+                                                kinds=("channels",), recover=RecoveryConfig(steps=64, lr=2e-5)), 1),
 }
 
 
@@ -111,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder with wiki.test.raw and wiki.valid.tokens")
     parser.add_argument("--budgets", default="0.9,0.8,0.7")
-    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "obs-recon-uniform"),
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m not in ("obs-recon-uniform", "fluctuation-recon-ffn-only-recover")),
                         help=f"comma-separated, from: {', '.join(METHODS)}, torch-pruning, torch-pruning-ffn")
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--window", type=int, default=512)
