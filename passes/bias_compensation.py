@@ -13,6 +13,7 @@ import torch
 import torch.fx as fx
 
 from prunec.analysis.analyze import Analysis, Slot
+from prunec.attrs import get_path, set_tensor
 from prunec.pass_api import PassResult, register_pass
 from prunec.stats import CalibrationStats
 
@@ -25,13 +26,6 @@ def _linear_nodes_by_weight(gm: fx.GraphModule) -> dict[str, list[fx.Node]]:
         if node.op == "call_function" and node.target == aten.linear.default and node.args[1].op == "get_attr":
             out.setdefault(str(node.args[1].target), []).append(node)
     return out
-
-
-def _get(gm: fx.GraphModule, name: str) -> torch.Tensor:
-    obj = gm
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 @register_pass("bias-compensation", requires=("coupled groups analysed", "calibration statistics"))
@@ -58,7 +52,7 @@ class BiasCompensation:
                 positions = np.flatnonzero(np.isin(coords, units))
                 if positions.size == 0:
                     continue
-                w = _get(gm, m.name).detach()
+                w = get_path(gm, m.name).detach()
                 mean = self.stats.inputs[m.name].mean.to(w.dtype)
                 idx = torch.as_tensor(positions, dtype=torch.long)
                 d = w[:, idx] @ mean[idx]
@@ -73,10 +67,7 @@ class BiasCompensation:
         bias = node.args[2] if len(node.args) > 2 else None
         if isinstance(bias, fx.Node) and bias.op == "get_attr":
             name = str(bias.target)
-            *path, attr = name.split(".")
-            owner = gm.get_submodule(".".join(path)) if path else gm
-            old = getattr(owner, attr)
-            setattr(owner, attr, torch.nn.Parameter(old.detach() + d, requires_grad=old.requires_grad))
+            set_tensor(gm, name, get_path(gm, name).detach() + d)
             return
         name = weight_name.rsplit(".", 1)[0] + ".bias" if "." in weight_name else "bias_" + weight_name
         *path, attr = name.split(".")

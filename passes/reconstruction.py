@@ -19,7 +19,8 @@ import torch.fx as fx
 
 from prunec.analysis.analyze import Analysis
 from prunec.pass_api import PassResult, register_pass
-from prunec.passes.bias_compensation import BiasCompensation, _get, _linear_nodes_by_weight
+from prunec.attrs import get_path, set_tensor
+from prunec.passes.bias_compensation import BiasCompensation, _linear_nodes_by_weight
 from prunec.stats import CalibrationStats
 
 
@@ -59,7 +60,7 @@ class LeastSquaresReconstruction:
             if name not in self.stats.gram:
                 continue
             node = linears[name][0]
-            weight = _get(gm, name)
+            weight = get_path(gm, name)
             w = weight.detach().double()
             d = w.shape[1]
             st = self.stats.inputs[name]
@@ -69,7 +70,7 @@ class LeastSquaresReconstruction:
             c[:d, d] = c[d, :d] = st.total / n
             c[d, d] = 1.0
             bias_node = node.args[2] if len(node.args) > 2 else None
-            b = _get(gm, str(bias_node.target)).detach().double() if bias_node is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+            b = get_path(gm, str(bias_node.target)).detach().double() if bias_node is not None else torch.zeros(w.shape[0], dtype=torch.float64)
             keep = np.setdiff1d(np.arange(d), lost)
             k_plus = torch.as_tensor(np.append(keep, d), dtype=torch.long)
             a = c[k_plus][:, k_plus]
@@ -79,9 +80,7 @@ class LeastSquaresReconstruction:
             solved = torch.linalg.solve(a, rhs.T).T  # (out, |K|+1)
             new_w = torch.zeros_like(w)
             new_w[:, torch.as_tensor(keep, dtype=torch.long)] = solved[:, :-1]
-            *path, attr = name.split(".")
-            owner = gm.get_submodule(".".join(path)) if path else gm
-            setattr(owner, attr, torch.nn.Parameter(new_w.to(weight.dtype), requires_grad=weight.requires_grad))
+            set_tensor(gm, name, new_w.to(weight.dtype))
             delta = (solved[:, -1] - b).to(weight.dtype)
             adder._add_bias(gm, node, name, delta)
             changed = True

@@ -26,6 +26,7 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from prunec.analysis.analyze import Analysis
 from prunec.analysis.axes import Layout, kept_positions, new_size
+from prunec.attrs import get_path, set_tensor
 from prunec.errors import TransformError
 from prunec.pass_api import PassResult, register_pass
 from prunec.rules.registry import lookup_rule
@@ -176,34 +177,13 @@ class Rewriter:
         self._replace(node, y)
 
 
-def _set_tensor(gm: fx.GraphModule, target: str, value: torch.Tensor) -> None:
-    *path, attr = target.split(".")
-    mod = gm
-    for p in path:
-        mod = getattr(mod, p)
-    old = getattr(mod, attr)
-    if isinstance(old, torch.nn.Parameter):
-        setattr(mod, attr, torch.nn.Parameter(value, requires_grad=old.requires_grad))
-    elif attr in getattr(mod, "_buffers", {}):
-        mod._buffers[attr] = value
-    else:
-        setattr(mod, attr, value)
-
-
-def _get_tensor(gm: fx.GraphModule, target: str) -> torch.Tensor:
-    obj: Any = gm
-    for p in target.split("."):
-        obj = getattr(obj, p)
-    return obj
-
-
 def slice_tensors(analysis: Analysis, rw: Rewriter) -> int:
     """Slice every member tensor; return how many tensors changed."""
     gm = analysis.graph_module
     changed = 0
     new_values: dict[str, torch.Tensor] = {}
     for name, slot in analysis.slots.items():
-        tensor = _get_tensor(gm, name)
+        tensor = get_path(gm, name)
         data = tensor.detach()
         touched = False
         for d, lay in enumerate(slot.dims):
@@ -216,18 +196,13 @@ def slice_tensors(analysis: Analysis, rw: Rewriter) -> int:
             new_values[name] = data.contiguous()
             changed += 1
     for name, value in new_values.items():
-        for alias in analysis.aliases[name]:
-            if alias == name:
-                _set_tensor(gm, alias, value)
+        set_tensor(gm, name, value)
         # Tied aliases must keep pointing at the very same Parameter object.
-        first = _get_tensor(gm, name)
+        first = get_path(gm, name)
         for alias in analysis.aliases[name]:
             if alias != name:
-                *path, attr = alias.split(".")
-                mod = gm
-                for p in path:
-                    mod = getattr(mod, p)
-                setattr(mod, attr, first)
+                *parents, attr = alias.split(".")
+                setattr(get_path(gm, ".".join(parents)) if parents else gm, attr, first)
     return changed
 
 

@@ -13,6 +13,7 @@ import torch.fx as fx
 from prunec.allocation import get_allocation, lowest_units, ranked_candidates
 from prunec.analysis.analyze import Analysis, analyze_graph
 from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group
+from prunec.attrs import get_path
 from prunec.budget import Budget, ParamCounter, solve_prefix, solve_ratio
 from prunec.errors import ConfigError
 from prunec.gradients import accumulate_gradients
@@ -208,7 +209,7 @@ def prune(
     analysis = analyze(model, example_inputs, example_kwargs, keep_interface=keep_interface, ignore=ignore)
     gm: fx.GraphModule = analysis.graph_module
     params_before = count_parameters(gm)
-    tensors = {name: _lookup(gm, name) for name in analysis.slots}
+    tensors = {name: get_path(gm, name) for name in analysis.slots}
     inputs = ScoringInputs(tensors)
     groups = select_groups(analysis, kinds)
     if calibration and ("activations" in estimator.needs or bias_compensation or reconstruct):
@@ -233,10 +234,3 @@ def prune(
                        analysis=analysis, removed=removed, seconds=time.perf_counter() - start, original=model,
                        non_embedding_before=non_embedding[0], non_embedding_after=non_embedding[1],
                        recovery_losses=recovery_losses)
-
-
-def _lookup(gm: fx.GraphModule, name: str) -> torch.Tensor:
-    obj: Any = gm
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj

@@ -16,16 +16,10 @@ import numpy as np
 import torch
 
 from prunec.allocation import uniform_count
+from prunec.attrs import get_path
 from prunec.analysis.analyze import Analysis
 from prunec.analysis.groups import DEFAULT_KINDS
 from prunec.prune import PruneResult, analyze, prune, select_groups
-
-
-def _lookup(root: torch.nn.Module, name: str) -> torch.Tensor:
-    obj: Any = root
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def choose_dead_units(analysis: Analysis, ratio: float, kinds: Sequence[str], seed: int = 0,
@@ -65,7 +59,7 @@ def kill_units(model: torch.nn.Module, analysis: Analysis, units: dict[int, tupl
                 continue
             coords = analysis.unit_coords(group, m)
             positions = np.flatnonzero(np.isin(coords, chosen))
-            tensor = _lookup(model, m.name)
+            tensor = get_path(model, m.name)
             index = torch.as_tensor(positions, dtype=torch.long)
             tensor.data.index_fill_(m.dim, index, 0.0)
 

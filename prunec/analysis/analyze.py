@@ -14,6 +14,7 @@ import torch.fx as fx
 
 import prunec.rules  # noqa: F401  (registers the op rules)
 from prunec.analysis.axes import AxisTable, Layout
+from prunec.attrs import get_path
 from prunec.analysis.context import AnalysisContext
 from prunec.analysis.groups import Group, Member
 from prunec.rules.registry import lookup_rule
@@ -112,15 +113,6 @@ def unit_coords(table: AxisTable, layout: Layout, axes: Sequence[int]) -> np.nda
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _tensor_of(gm: fx.GraphModule, target: str) -> torch.Tensor | None:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj if isinstance(obj, torch.Tensor) else None
-
-
 def _walk(ctx: AnalysisContext, gm: fx.GraphModule, keep_interface: bool,
           slots: dict[str, Slot], aliases: dict[str, list[str]]) -> None:
     param_names = {n for n, _ in gm.named_parameters(remove_duplicate=False)}
@@ -135,8 +127,11 @@ def _walk(ctx: AnalysisContext, gm: fx.GraphModule, keep_interface: bool,
             ctx.layouts[node] = ctx.fresh_for(node.meta.get("val"))
             ctx.freeze_value(node, f"model input '{node.name}'")
         elif node.op == "get_attr":
-            tensor = _tensor_of(gm, node.target)
-            if tensor is None:
+            try:
+                tensor = get_path(gm, node.target)
+            except AttributeError:
+                tensor = None
+            if not isinstance(tensor, torch.Tensor):
                 ctx.layouts[node] = None
                 continue
             ctx.layouts[node] = ctx.fresh_for(tensor)
