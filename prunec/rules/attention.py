@@ -19,6 +19,8 @@ from prunec.rules.registry import register_rule
 
 aten = torch.ops.aten
 
+QK_HEAD_DIM = "q/k head_dim sets the attention scale (and carries rotary embeddings where used)"
+
 
 @register_rule(aten.scaled_dot_product_attention)
 def sdpa(ctx: AnalysisContext, node: fx.Node) -> None:
@@ -27,8 +29,8 @@ def sdpa(ctx: AnalysisContext, node: fx.Node) -> None:
     gqa = bool(node.kwargs.get("enable_gqa", node.args[7] if len(node.args) > 7 else False))
     qs, ks, vs = ctx.shape(q), ctx.shape(k), ctx.shape(v)
     qd, kd, vd = ctx.dims(q), ctx.dims(k), ctx.dims(v)
-    ctx.freeze(qd[-1], "q/k head_dim sets the attention scale and rotary embedding")
-    ctx.freeze(kd[-1], "q/k head_dim sets the attention scale and rotary embedding")
+    ctx.freeze(qd[-1], QK_HEAD_DIM)
+    ctx.freeze(kd[-1], QK_HEAD_DIM)
     ctx.unify(qd[-1], kd[-1], "attention q/k head_dim")
     ctx.tag(vd[-1], "head_dim")
     kv_len = ctx.unify(kd[-2], vd[-2], "attention key length")
