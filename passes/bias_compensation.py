@@ -59,29 +59,31 @@ class BiasCompensation:
                 delta[m.name] = delta.get(m.name, torch.zeros_like(d)) + d
         for name, d in delta.items():
             for node in linears[name]:
-                self._add_bias(gm, node, name, d)
+                add_to_bias(self.analysis, gm, node, name, d)
         gm.recompile()
         return PassResult(gm, modified=bool(delta))
 
-    def _add_bias(self, gm: fx.GraphModule, node: fx.Node, weight_name: str, d: torch.Tensor) -> None:
-        bias = node.args[2] if len(node.args) > 2 else None
-        if isinstance(bias, fx.Node) and bias.op == "get_attr":
-            name = str(bias.target)
-            set_tensor(gm, name, get_path(gm, name).detach() + d)
-            return
-        name = weight_name.rsplit(".", 1)[0] + ".bias" if "." in weight_name else "bias_" + weight_name
-        *path, attr = name.split(".")
-        owner = gm.get_submodule(".".join(path)) if path else gm
-        owner.register_parameter(attr, torch.nn.Parameter(d.clone(), requires_grad=False))
-        weight_node = node.args[1]
-        with gm.graph.inserting_after(weight_node):
-            bias_node = gm.graph.get_attr(name)
-        w_val = weight_node.meta.get("val")
-        bias_node.meta["val"] = d.new_empty(d.shape) if w_val is None else w_val.new_empty((w_val.shape[0],))
-        node.args = (node.args[0], weight_node, bias_node)
-        # The new bias follows the weight's output dim: structured removal must slice it too.
-        ctx = self.analysis.context
-        out_layout = ctx.layouts[weight_node][0]
-        ctx.layouts[bias_node] = [out_layout]
-        self.analysis.slots[name] = Slot(name, "parameter", tuple(d.shape), [out_layout])
-        self.analysis.aliases[name] = [name]
+
+def add_to_bias(analysis: Analysis, gm: fx.GraphModule, node: fx.Node, weight_name: str, d: torch.Tensor) -> None:
+    """Add ``d`` to the bias of linear ``node``, creating the bias (and its analysis slot) if it has none."""
+    bias = node.args[2] if len(node.args) > 2 else None
+    if isinstance(bias, fx.Node) and bias.op == "get_attr":
+        name = str(bias.target)
+        set_tensor(gm, name, get_path(gm, name).detach() + d)
+        return
+    name = weight_name.rsplit(".", 1)[0] + ".bias" if "." in weight_name else "bias_" + weight_name
+    *path, attr = name.split(".")
+    owner = gm.get_submodule(".".join(path)) if path else gm
+    owner.register_parameter(attr, torch.nn.Parameter(d.clone(), requires_grad=False))
+    weight_node = node.args[1]
+    with gm.graph.inserting_after(weight_node):
+        bias_node = gm.graph.get_attr(name)
+    w_val = weight_node.meta.get("val")
+    bias_node.meta["val"] = d.new_empty(d.shape) if w_val is None else w_val.new_empty((w_val.shape[0],))
+    node.args = (node.args[0], weight_node, bias_node)
+    # The new bias follows the weight's output dim: structured removal must slice it too.
+    ctx = analysis.context
+    out_layout = ctx.layouts[weight_node][0]
+    ctx.layouts[bias_node] = [out_layout]
+    analysis.slots[name] = Slot(name, "parameter", tuple(d.shape), [out_layout])
+    analysis.aliases[name] = [name]

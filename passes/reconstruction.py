@@ -20,7 +20,7 @@ import torch.fx as fx
 from prunec.analysis.analyze import Analysis
 from prunec.pass_api import PassResult, register_pass
 from prunec.attrs import get_path, set_tensor
-from prunec.passes.bias_compensation import BiasCompensation, _linear_nodes_by_weight
+from prunec.passes.bias_compensation import _linear_nodes_by_weight, add_to_bias
 from prunec.stats import CalibrationStats
 
 
@@ -54,7 +54,6 @@ class LeastSquaresReconstruction:
     def __call__(self, gm: fx.GraphModule) -> PassResult:
         targets = reconstruction_targets(self.analysis, self.removed)
         linears = _linear_nodes_by_weight(gm)
-        adder = BiasCompensation(self.analysis, {}, self.stats)
         changed = False
         for name, lost in targets.items():
             if name not in self.stats.gram:
@@ -82,7 +81,7 @@ class LeastSquaresReconstruction:
             new_w[:, torch.as_tensor(keep, dtype=torch.long)] = solved[:, :-1]
             set_tensor(gm, name, new_w.to(weight.dtype))
             delta = (solved[:, -1] - b).to(weight.dtype)
-            adder._add_bias(gm, node, name, delta)
+            add_to_bias(self.analysis, gm, node, name, delta)
             changed = True
         gm.recompile()
         return PassResult(gm, modified=changed)

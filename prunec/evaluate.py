@@ -19,11 +19,14 @@ from prunec.errors import ConfigError
 
 
 def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model output: a tensor, an object with ``.logits``, or a tuple led by them."""
     if isinstance(output, torch.Tensor):
         return output
     logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        logits = output[0]
     if logits is None:
-        raise ConfigError("perplexity needs a model that returns logits")
+        raise ConfigError("this needs a model that returns logits (a language model)")
     return logits
 
 

@@ -9,22 +9,12 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from prunec.errors import ConfigError
-
-
-def _logits(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if logits is None and isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        logits = output[0]
-    if logits is None:
-        raise ConfigError("taylor importance needs a model that returns logits (a language model)")
-    return logits
+from prunec.evaluate import logits_of
 
 
 def language_model_loss(output: Any, batch: tuple) -> torch.Tensor:
     """Next-token cross-entropy of a causal LM on its own input ids."""
-    logits = _logits(output)
+    logits = logits_of(output)
     ids = batch[0]
     if logits.dim() != 3 or ids.dim() != 2 or logits.shape[:2] != ids.shape:
         raise ConfigError("taylor importance needs token-id inputs and [batch, seq, vocab] logits")
