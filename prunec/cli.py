@@ -146,6 +146,10 @@ def prune_cmd(
     reconstruct = bool(calib) if reconstruct is None else reconstruct
     if steps > 1 and parsed_budget is None:
         raise ConfigError("--steps needs a --budget (e.g. --budget params=0.8)")
+    if recover and not calib:
+        raise ConfigError("--recover needs calibration data (--calib FILE)")
+    if steps > 1 and widths:
+        raise ConfigError("--steps works with --budget, not with --width")
     if output.exists() and not force:
         raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
     start = time.perf_counter()
@@ -165,13 +169,10 @@ def prune_cmd(
         with torch.no_grad():
             reference = loaded.model(*loaded.args, **loaded.kwargs)
         flops_before = count_flops(loaded.model, loaded.args, loaded.kwargs)
-        if recover and not calib:
-            raise ConfigError("--recover needs calibration data (--calib FILE)")
         options = dict(kinds=kind_tuple, importance=importance, allocation=allocation, ignore=tuple(ignore),
                        calibration=calibration, reconstruct=reconstruct, bias_compensation=bias_compensation)
         history = []
-        if steps > 1 and widths:
-            raise ConfigError("--steps works with --budget, not with --width")
+        # Recovery runs once at the end (after the whole schedule), not inside each step.
         if steps > 1:
             if not holdout:
                 raise ConfigError("--steps needs held-out data: give --calib at least 2 samples")
