@@ -7,6 +7,7 @@ candidate plan are exact (computed from the layouts, without slicing anything).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from math import prod
 from typing import Callable
@@ -60,6 +61,11 @@ class ParamCounter:
         skip = embedding_weights(analysis) if exclude_embeddings else set()
         self.slots = [s for s in analysis.slots.values() if s.role == "parameter" and s.name not in skip]
 
+    @functools.cached_property
+    def full(self) -> int:
+        """Parameters before any removal."""
+        return self.count({})
+
     def count(self, plan: dict[int, tuple[int, ...]]) -> int:
         from prunec.passes.structured_removal import RemovalPlan, plan_masks
 
@@ -81,8 +87,7 @@ class ParamCounter:
 def solve_ratio(plan_for_ratio: Callable[[float], dict[int, tuple[int, ...]]], counter: ParamCounter,
                 keep: float, steps: int = 24) -> tuple[float, dict[int, tuple[int, ...]]]:
     """The per-group ratio whose plan keeps closest to (and not below) ``keep`` of the parameters."""
-    full = counter.count({})
-    target = keep * full
+    target = keep * counter.full
     lo, hi = 0.0, 0.99
     best = (0.0, {})
     for _ in range(steps):
@@ -98,8 +103,7 @@ def solve_ratio(plan_for_ratio: Callable[[float], dict[int, tuple[int, ...]]], c
 
 def solve_prefix(candidates: list[tuple[int, tuple[int, ...]]], counter: ParamCounter, keep: float) -> dict[int, tuple[int, ...]]:
     """Longest prefix of ranked removal candidates ``(group, units)`` that keeps ``keep`` of the parameters."""
-    full = counter.count({})
-    target = keep * full
+    target = keep * counter.full
 
     def plan_of(k: int) -> dict[int, tuple[int, ...]]:
         plan: dict[int, list[int]] = {}

@@ -227,7 +227,7 @@ def prune(
     elif bias_compensation and inputs.stats is not None:
         BiasCompensation(analysis, removed, inputs.stats)(gm)
     counter = ParamCounter(analysis)
-    non_embedding = (counter.count({}), counter.count(removed))
+    non_embedding = (counter.full, counter.count(removed))
     StructuredRemoval(analysis, RemovalPlan(removed))(gm)
     recovery_losses = distill(gm, model, calibration, recover, example_kwargs) if recover else []
     return PruneResult(module=gm, params_before=params_before, params_after=count_parameters(gm),
