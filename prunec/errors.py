@@ -47,3 +47,27 @@ class RegressionError(PruneError):
     """A pruned model regressed beyond the tolerance given to ``prunec check``."""
 
     exit_code = 7
+
+
+class TargetError(PruneError):
+    """A target preset is unknown or malformed."""
+
+    exit_code = 8
+
+
+class ToolchainError(PruneError):
+    """A tool a target needs (backend package, cross compiler, emulator) is missing or failed."""
+
+    exit_code = 9
+
+
+class VerificationError(PruneError):
+    """A compiled artefact's outputs differ from the PyTorch reference beyond the tolerance."""
+
+    exit_code = 10
+
+
+class UnsafeModelError(PruneError):
+    """Loading a model file would execute code the user did not explicitly ask to run."""
+
+    exit_code = 11

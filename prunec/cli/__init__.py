@@ -1,0 +1,22 @@
+"""The command line (Typer + Rich): one module per command, all on one app.
+
+Each ``*_cmd`` module registers its command on :data:`prunec.cli.common.app` when imported.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prunec.cli.common import app
+from prunec.cli import check_cmd, inspect_cmd, prune_cmd  # noqa: F401  (registers the commands)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

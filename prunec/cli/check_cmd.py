@@ -1,0 +1,68 @@
+"""`prunec check`: the regression gate for users' CI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from prunec.cli.common import app, clean_errors, out, progress_bar
+from prunec.errors import ConfigError, RegressionError
+from prunec.evaluate import mean_embedding_cosine, perplexity, tokenize_file
+from prunec.models import load_model
+
+
+@app.command()
+@clean_errors
+def check(
+    base: str = typer.Argument(..., help="The reference model (any MODEL form)."),
+    pruned: str = typer.Argument(..., help="The pruned model: its hf/ directory or model.pt2, or any MODEL form."),
+    data: Path = typer.Option(..., help="Evaluation text (never the calibration data)."),
+    metric: str = typer.Option("ppl", help="ppl (language models) or cosine (encoders: mean-pooled embeddings)."),
+    max_ratio: float = typer.Option(1.2, help="ppl: fail if pruned/base perplexity exceeds this."),
+    min_cosine: float = typer.Option(0.95, help="cosine: fail if the mean cosine similarity is below this."),
+    seq_len: int = typer.Option(512, help="ppl: tokens per window (a .pt2 program uses its traced length)."),
+    windows: int = typer.Option(24, help="ppl: number of windows (cosine: number of lines)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Regression gate for CI: exit 7 when PRUNED is worse than BASE beyond the tolerance."""
+    if not data.exists() or data.stat().st_size == 0:
+        raise ConfigError(f"evaluation data {data} is missing or empty")
+    with progress_bar() as progress:
+        task = progress.add_task(f"loading {base} and {pruned}", total=None)
+        ref = load_model(base, seq_len=seq_len)
+        cand = load_model(pruned, seq_len=seq_len)
+        tokenizer = cand.tokenizer or ref.tokenizer
+        if tokenizer is None:
+            raise ConfigError("neither model has a tokenizer; check needs one to read the evaluation text")
+        progress.update(task, description=f"evaluating {metric}")
+        if metric == "ppl":
+            window = cand.args[0].shape[-1] if pruned.endswith(".pt2") else seq_len
+            ids = tokenize_file(data, tokenizer)
+            base_value = perplexity(ref.model, ids, window, windows)
+            pruned_value = perplexity(cand.model, ids, window, windows)
+            ratio_value = pruned_value / base_value
+            ok = ratio_value <= max_ratio
+            limit = f"ratio <= {max_ratio}"
+        elif metric == "cosine":
+            lines = [l for l in data.read_text(encoding="utf-8").splitlines() if l.strip()][:windows]
+            base_value = pruned_value = ratio_value = mean_embedding_cosine(ref.model, cand.model, tokenizer, lines)
+            ok = ratio_value >= min_cosine
+            limit = f"cosine >= {min_cosine}"
+        else:
+            raise ConfigError(f"unknown metric '{metric}'; choose ppl or cosine")
+    result = {"metric": metric, "base": base_value, "pruned": pruned_value, "value": ratio_value,
+              "limit": limit, "passed": ok}
+    if json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        table = Table(title=f"prunec check ({metric})")
+        for col in ("base", "pruned", "value", "limit", "verdict"):
+            table.add_column(col)
+        table.add_row(f"{base_value:.4g}", f"{pruned_value:.4g}", f"{ratio_value:.4g}", limit,
+                      "[green]pass[/]" if ok else "[red]REGRESSED[/]")
+        out.print(table)
+    if not ok:
+        raise RegressionError(f"{pruned} regressed: {metric} value {ratio_value:.4g} fails {limit}")

@@ -1,0 +1,80 @@
+"""`prunec prune`: prune a model and write the pruned program, a HF directory and a report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from prunec.cli.common import app, clean_errors, out, progress_bar
+from prunec.errors import OutputExistsError
+from prunec.models import load_model
+from prunec.output import atomic_output_dir
+from prunec.pipeline import PruneJob, parse_widths, run_pruning, write_prune_outputs
+
+
+@app.command("prune")
+@clean_errors
+def prune_cmd(
+    model: str = typer.Argument(..., help="HF directory, .gguf, .pt2, package.module:factory, or a short name."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output directory (must not exist unless --force)."),
+    ratio: float = typer.Option(0.3, help="Fraction of each prunable group's units to remove, in [0, 1)."),
+    budget: Optional[str] = typer.Option(None, help="Instead of --ratio: params=0.8 keeps 80% of the non-embedding parameters."),
+    kinds: str = typer.Option("auto", help="Comma-separated kinds: channels,heads,residual,head_dim; auto: "
+                              "channels with --calib (the measured best LLM recipe), else channels,heads,residual."),
+    width: list[str] = typer.Option([], help="Explicit target width per kind, e.g. --width channels=1152 --width heads=6."),
+    importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor; auto: fluctuation with --calib, else l2."),
+    allocation: str = typer.Option("uniform", help="uniform or global."),
+    calib: Optional[Path] = typer.Option(None, help="Calibration data: text, JSONL ({\"text\": ...}) or .npz."),
+    calib_samples: int = typer.Option(32, help="Number of calibration samples."),
+    calib_seq_len: int = typer.Option(256, help="Tokens per calibration sample (text)."),
+    reconstruct: Optional[bool] = typer.Option(None, help="Least-squares refit of layers that lose inputs (default: on with --calib)."),
+    bias_compensation: bool = typer.Option(False, help="Fold removed inputs' mean into biases (implied by --reconstruct)."),
+    recover: bool = typer.Option(False, help="Distil the pruned model from the original on the calibration data."),
+    recover_steps: int = typer.Option(64, help="Optimizer steps of --recover."),
+    recover_lr: float = typer.Option(2e-5, help="Learning rate of --recover."),
+    steps: int = typer.Option(1, help="Reach the budget in this many steps, evaluating on held-out calibration data."),
+    max_step_regression: float = typer.Option(1.5, help="Roll back a step whose held-out metric worsens by more than this factor."),
+    ignore: list[str] = typer.Option([], help="Parameter name or module prefix to leave untouched (repeatable)."),
+    seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
+    force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report."""
+    job = PruneJob(ratio=ratio, budget=budget, kinds=kinds, widths=parse_widths(width), importance=importance,
+                   allocation=allocation, calib=calib, calib_samples=calib_samples, calib_seq_len=calib_seq_len,
+                   reconstruct=reconstruct, bias_compensation=bias_compensation, recover=recover,
+                   recover_steps=recover_steps, recover_lr=recover_lr, steps=steps,
+                   max_step_regression=max_step_regression, ignore=tuple(ignore)).resolved()
+    if output.exists() and not force:
+        raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
+    with progress_bar() as progress:
+        task = progress.add_task(f"loading {model}", total=None)
+        loaded = load_model(model, seq_len=seq_len)
+        loaded.name = model
+        outcome = run_pruning(loaded, job, lambda stage: progress.update(task, description=stage))
+        progress.update(task, description=f"writing {output}")
+        with atomic_output_dir(output, overwrite=force) as tmp:
+            write_prune_outputs(tmp, outcome, loaded, f"prunec prune {model}")
+    result, summary, history = outcome.result, outcome.summary, outcome.history
+    flops_before, flops_after = summary["flops_before"], summary["flops_after"]
+    diff = summary["max_abs_diff_vs_original"]
+    if json_out:
+        print(json.dumps(summary, indent=2))
+        return
+    out.print(f"[bold]{model}[/]: params {result.params_before:,} -> {result.params_after:,} "
+              f"(-{result.removed_fraction:.1%}), FLOPs {flops_before:,} -> {flops_after:,} "
+              f"(-{1 - flops_after / max(flops_before, 1):.1%})")
+    for record in history:
+        out.print(f"  step {record['step']}: keep {record['keep_target']:.3f} of non-embedding params, "
+                  f"held-out metric {record['metric']:.3f} ({'kept' if record['accepted'] else 'rolled back'})")
+    out.print(f"pruned {summary['groups_pruned']} groups, {summary['units_removed']} units; "
+              f"max |pruned - original| = {diff:.3g}; wrote {output}/model.pt2, report.json, report.md "
+              f"in {summary['seconds']:.1f}s")
+    hf_dir = summary["hf_directory"]
+    if hf_dir.startswith("hf"):
+        out.print(f"Hugging Face model (stock from_pretrained loads it): {output}/{hf_dir}")
+    elif hf_dir:
+        out.print(f"no Hugging Face directory: {hf_dir}")

@@ -1,0 +1,218 @@
+"""The pruning pipeline behind ``prunec prune`` and ``prunec compile``, as a reusable function.
+
+``run_pruning(loaded, PruneJob(...))`` resolves the job's defaults, reads calibration data,
+prunes (in one shot or a gradual schedule), optionally recovers, verifies and summarises.
+``write_prune_outputs`` writes ``model.pt2``, the Hugging Face directory and the reports into a
+directory (the caller makes it atomic).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from prunec.analysis.groups import DEFAULT_KINDS
+from prunec.budget import Budget
+from prunec.calibration import CalibrationConfig, load_calibration
+from prunec.errors import ConfigError
+from prunec.evaluate import perplexity
+from prunec.metrics import count_flops
+from prunec.models import LoadedModel
+from prunec.prune import PruneResult, prune, validate_kinds, validate_ratio
+from prunec.recovery import RecoveryConfig, distill
+from prunec.report import analysis_dict, markdown_report
+from prunec.schedule import ScheduleConfig, gradual_prune
+from prunec.testing import max_abs_diff
+
+
+@dataclass(frozen=True)
+class PruneJob:
+    """Everything ``prunec prune`` lets a user choose; ``"auto"`` values resolve in :meth:`resolved`."""
+
+    ratio: float = 0.3
+    budget: str | None = None
+    kinds: str = "auto"
+    widths: tuple[tuple[str, int], ...] = ()
+    importance: str = "auto"
+    allocation: str = "uniform"
+    calib: Path | None = None
+    calib_samples: int = 32
+    calib_seq_len: int = 256
+    reconstruct: bool | None = None
+    bias_compensation: bool = False
+    recover: bool = False
+    recover_steps: int = 64
+    recover_lr: float = 2e-5
+    steps: int = 1
+    max_step_regression: float = 1.5
+    ignore: tuple[str, ...] = ()
+
+    def resolved(self) -> "PruneJob":
+        """Fill in the ``auto`` defaults and validate combinations (raises :class:`ConfigError`)."""
+        validate_ratio(self.ratio)
+        job = self
+        if job.kinds == "auto":
+            # Measured on SmolLM2-135M (benchmarks/llm_ppl.py): FFN units alone beat FFN + heads at the
+            # same parameter budget once layers are refitted; heads come in coarse steps (3 per KV group).
+            job = replace(job, kinds="channels" if job.calib else ",".join(DEFAULT_KINDS))
+        if job.importance == "auto":
+            job = replace(job, importance="fluctuation" if job.calib else "l2")
+        if job.reconstruct is None:
+            job = replace(job, reconstruct=bool(job.calib))
+        job.kind_tuple  # validates
+        if job.budget:
+            Budget.parse(job.budget)
+        if job.steps > 1 and job.budget is None:
+            raise ConfigError("--steps needs a --budget (e.g. --budget params=0.8)")
+        if job.recover and not job.calib:
+            raise ConfigError("--recover needs calibration data (--calib FILE)")
+        if job.steps > 1 and job.widths:
+            raise ConfigError("--steps works with --budget, not with --width")
+        return job
+
+    @property
+    def kind_tuple(self) -> tuple[str, ...]:
+        return validate_kinds(tuple(k.strip() for k in self.kinds.split(",") if k.strip()))
+
+
+def parse_widths(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """``["channels=1152", "heads=6"]`` -> ``(("channels", 1152), ("heads", 6))``."""
+    widths = []
+    for item in items:
+        kind, _, value = item.partition("=")
+        if not value.isdigit():
+            raise ConfigError(f"--width '{item}' is not KIND=UNITS, e.g. --width channels=1152")
+        widths.append((kind, int(value)))
+    return tuple(widths)
+
+
+@dataclass
+class PruneOutcome:
+    """A finished pruning run: the result, the inputs it was traced with, and its summary."""
+
+    result: PruneResult
+    args: tuple
+    kwargs: dict[str, Any]
+    summary: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], None] = lambda _: None) -> PruneOutcome:
+    """Prune ``loaded.model`` as ``job`` says; ``on_stage`` receives a short description of each stage."""
+    start = time.perf_counter()
+    job = job.resolved()
+    if any(p.device.type == "meta" for p in loaded.model.parameters()):
+        raise ConfigError(f"{loaded.name or 'the model'} has no weights (only a config); pruning needs real weights")
+    args, kwargs = loaded.args, loaded.kwargs
+    calibration = holdout = None
+    if job.calib is not None:
+        on_stage(f"reading calibration data {job.calib}")
+        batches = load_calibration(job.calib, loaded.tokenizer, CalibrationConfig(job.calib_samples, job.calib_seq_len))
+        # The traced graph has static shapes: trace with the calibration batch shape.
+        args = batches[0]
+        calibration, holdout = (batches[: max(1, len(batches) * 4 // 5)], batches[len(batches) * 4 // 5:]) \
+            if job.steps > 1 else (batches, [])
+    with torch.no_grad():
+        reference = loaded.model(*args, **kwargs)
+    flops_before = count_flops(loaded.model, args, kwargs)
+    budget = Budget.parse(job.budget) if job.budget else None
+    options = dict(kinds=job.kind_tuple, importance=job.importance, allocation=job.allocation, ignore=job.ignore,
+                   calibration=calibration, reconstruct=job.reconstruct, bias_compensation=job.bias_compensation)
+    history: list[dict[str, Any]] = []
+    # Recovery runs once at the end (after the whole schedule), not inside each step.
+    if job.steps > 1:
+        if not holdout:
+            raise ConfigError("--steps needs held-out data: give --calib at least 2 samples")
+        on_stage(f"pruning in {job.steps} steps")
+        evaluate = functools.partial(_heldout_perplexity, holdout=holdout)
+        scheduled = gradual_prune(loaded.model, args, kwargs, budget=budget, evaluate=evaluate,
+                                  schedule=ScheduleConfig(job.steps, job.max_step_regression), **options)
+        history = [vars(r) for r in scheduled.history]
+        if scheduled.result is None:
+            raise ConfigError(f"the first step already regressed the held-out metric beyond "
+                              f"{job.max_step_regression}x; use a smaller budget or more steps")
+        result = scheduled.result
+    else:
+        on_stage("tracing, analysing, pruning")
+        result = prune(loaded.model, args, kwargs, ratio=job.ratio, budget=budget,
+                       widths=dict(job.widths) or None, **options)
+    if job.recover:
+        on_stage(f"recovering ({job.recover_steps} distillation steps)")
+        result.recovery_losses = distill(result.module, loaded.model, calibration,
+                                         RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr), kwargs)
+    on_stage("verifying")
+    with torch.no_grad():
+        pruned_out = result.module(*args, **kwargs)
+    diff = max_abs_diff(reference, pruned_out)
+    flops_after = count_flops(result.module, args, kwargs)
+    summary = {
+        "model": loaded.name,
+        "ratio": None if budget else job.ratio,
+        "budget": job.budget,
+        "kinds": list(job.kind_tuple),
+        "importance": job.importance,
+        "allocation": job.allocation,
+        "calibration": str(job.calib) if job.calib else None,
+        "reconstruct": job.reconstruct,
+        "recovery_losses": [round(v, 4) for v in result.recovery_losses],
+        "steps": job.steps,
+        "schedule": history,
+        "params_before": result.params_before,
+        "params_after": result.params_after,
+        "params_removed_fraction": round(result.removed_fraction, 4),
+        "non_embedding_params_before": result.non_embedding_before,
+        "non_embedding_params_after": result.non_embedding_after,
+        "flops_before": flops_before,
+        "flops_after": flops_after,
+        "groups_pruned": len(result.removed),
+        "units_removed": sum(len(u) for u in result.removed.values()),
+        "max_abs_diff_vs_original": diff,
+        "analysis": result.analysis.summary(),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return PruneOutcome(result, args, kwargs, summary, history)
+
+
+def write_prune_outputs(directory: Path, outcome: PruneOutcome, loaded: LoadedModel, title: str) -> None:
+    """Write ``model.pt2``, ``hf/`` (when the family supports it), ``report.json`` and ``report.md``."""
+    result = outcome.result
+    ep = torch.export.export(result.module, outcome.args, outcome.kwargs, strict=False)
+    torch.export.save(ep, str(directory / "model.pt2"))
+    outcome.summary["hf_directory"] = write_pretrained(result, loaded, directory / "hf")
+    report = analysis_dict(result.analysis)
+    report["removed"] = {str(k): list(v) for k, v in result.removed.items()}
+    report["summary"] = outcome.summary
+    (directory / "report.json").write_text(json.dumps(report, indent=2))
+    (directory / "report.md").write_text(markdown_report(title, outcome.summary, result.analysis, result.removed))
+
+
+def _heldout_perplexity(module: torch.nn.Module, holdout: list[tuple]) -> float:
+    ids = torch.cat([b[0].reshape(-1) for b in holdout])
+    return perplexity(module, ids, window=holdout[0][0].shape[-1], n_windows=len(ids))
+
+
+def write_pretrained(result: PruneResult, loaded: LoadedModel, directory: Path) -> str:
+    """Save the pruned model as a Hugging Face directory when its class can express it.
+
+    Returns ``"hf"`` when written, else the reason it was not (empty for non-HF models).
+    """
+    from prunec.hf import supported
+
+    if not hasattr(loaded.model, "save_pretrained"):
+        return ""
+    if not supported(loaded.model):
+        return f"{type(loaded.model).__name__} is not a supported family for write-back"
+    try:
+        model = result.to_pretrained()
+    except ConfigError as exc:
+        return str(exc)
+    model.save_pretrained(directory)
+    if loaded.tokenizer is not None:
+        loaded.tokenizer.save_pretrained(directory)
+    return "hf"

@@ -1,0 +1,105 @@
+"""The lowering-backend interface and its registry (``onnx``, ``tvm``, ...).
+
+A backend turns an exported (pruned) program into artefact files for a :class:`TargetPreset`,
+and gives back a runner that executes those files (natively for the host, under the preset's
+emulator for a foreign architecture). Backends register by name with :func:`register_backend`;
+``prunec compile --backend NAME`` looks them up with :func:`get_backend`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from prunec.errors import ConfigError
+from prunec.targets.preset import TargetPreset
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named input or output of a compiled artefact."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name, e.g. "float32", "int64"
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Backend options a user picks on ``prunec compile``."""
+
+    quantize: str = "none"          # none, dynamic (int8 weights), static (int8 with calibration data)
+    tuning: str = "default"         # backend specific (tvm: none, dlight, metaschedule)
+    tuning_trials: int = 0
+    threads: int = 0                # 0: the runtime's default
+    calibration: tuple[tuple[np.ndarray, ...], ...] = ()  # input batches for static quantisation
+
+
+@dataclass
+class Artifact:
+    """What a backend wrote: files (relative to the output directory) and the I/O signature."""
+
+    files: list[str]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+
+
+class Backend(Protocol):
+    name: str
+
+    def missing(self, preset: TargetPreset) -> str | None:
+        """Why this backend cannot compile or run for ``preset`` here (None when it can)."""
+
+    def compile(self, program: torch.export.ExportedProgram, example_inputs: Sequence[np.ndarray],
+                preset: TargetPreset, out_dir: Path, options: CompileOptions) -> Artifact:
+        """Lower ``program`` for ``preset`` into files under ``out_dir``."""
+
+    def runner(self, out_dir: Path, manifest: dict[str, Any], preset: TargetPreset) -> Runner:
+        """A callable running the artefact in ``out_dir`` on numpy inputs (positional order)."""
+
+
+_BACKENDS: dict[str, Callable[[], Backend]] = {}
+
+
+def register_backend(name: str) -> Callable[[Callable[[], Backend]], Callable[[], Backend]]:
+    """Register a backend factory (usually the class) under ``name``."""
+
+    def deco(factory: Callable[[], Backend]) -> Callable[[], Backend]:
+        _BACKENDS[name] = factory
+        return factory
+
+    return deco
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name`` (importing the built-in backends first)."""
+    _import_builtin_backends()
+    if name not in _BACKENDS:
+        raise ConfigError(f"unknown backend '{name}'; choose one of {', '.join(sorted(_BACKENDS)) or 'none'}")
+    return _BACKENDS[name]()
+
+
+def backend_names() -> list[str]:
+    _import_builtin_backends()
+    return sorted(_BACKENDS)
+
+
+def _import_builtin_backends() -> None:
+    # Imported lazily so that `import prunec` never needs onnx or tvm installed.
+    import importlib
+
+    for module in ("prunec.targets.onnx_backend", "prunec.targets.tvm_backend"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("prunec.targets."):
+                continue  # not written yet
+            raise
