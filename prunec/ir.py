@@ -69,3 +69,16 @@ def format_graph(gm: fx.GraphModule, *, with_params: bool = True) -> str:
 def diff_graphs(before: str, after: str, a: str = "before", b: str = "after") -> str:
     """Unified diff of two printed graphs."""
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), a, b))
+
+
+def assert_ir(gm: fx.GraphModule, expected: str) -> None:
+    """Assert that ``gm`` prints as ``expected`` (dedented); on mismatch the message is a unified diff.
+
+    The oracle of pass tests: write the IR you expect after your pass, compare.
+    """
+    import textwrap
+
+    got = format_graph(gm)
+    want = textwrap.dedent(expected).lstrip("\n")
+    if got != want:
+        raise AssertionError("IR differs from the expected text:\n" + diff_graphs(want, got, "expected", "got"))
