@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -54,6 +55,12 @@ class Step:
             known = ", ".join(sorted(passes)) or "none (call prunec.pass_loading.load_builtin_passes())"
             raise ConfigError(f"unknown pass '{pass_name}'; known passes: {known} (list them with `prunec passes`)")
         if isinstance(info.factory, type):
+            needed = [p.name for p in inspect.signature(info.factory).parameters.values()
+                      if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                      and p.name not in options]
+            if needed:
+                raise ConfigError(f"pass '{pass_name}' needs the option(s) {', '.join(needed)}; give them as "
+                                  f"{pass_name}({needed[0]}=...), or from Python when they are objects")
             try:
                 run = info.factory(**options)
             except TypeError as exc:
