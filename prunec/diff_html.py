@@ -83,7 +83,9 @@ def width_chart(layers: list[LayerChange]) -> str:
         rows = changed[:MAX_CHART_ROWS]
     if not rows:
         return '<p class="note">No layer with weights.</p>'
-    label_w, bar_w, row_h, top = 330, 560, 30, 34
+    # Room for the longest (shortened) label at ~7px per character of the 12px font.
+    label_w = min(340, 24 + 7 * max(len(_short(c.name)) for c in rows))
+    bar_w, row_h, top = 560, 30, 34
     biggest = max(max(_width(c.before), _width(c.after)) for c in rows) or 1
     height = top + row_h * len(rows) + 8
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 150}" height="{height}" '
@@ -121,6 +123,8 @@ def cost_table(layers: list[LayerChange]) -> str:
             "<th>params after</th><th>FLOPs before</th><th>FLOPs after</th></tr>")
     body = []
     for c in layers:
+        if c.name == NO_WEIGHTS and not (c.before and c.before.flops) and not (c.after and c.after.flops):
+            continue  # weightless ops without FLOPs (activations, views) say nothing here
         pb, pa = (c.before.params if c.before else 0), (c.after.params if c.after else 0)
         fb, fa = (c.before.flops if c.before else 0), (c.after.flops if c.after else 0)
         body.append(f'<tr class="{"changed" if c.changed else ""}"><td><code>{escape(c.name)}</code></td>'
