@@ -22,7 +22,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px;border-bot
 .sides code{background:#e4e7eb;padding:1px 6px;border-radius:4px}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin-top:14px}
 .card{background:#fff;border:1px solid #d9e2ec;border-radius:8px;padding:10px 14px;min-width:150px}
-.card .k{color:#52606d;font-size:12px;text-transform:uppercase;letter-spacing:.04em}.card .v{font-size:18px;font-weight:600}
+.card .k{color:#52606d;font-size:12px;text-transform:uppercase;letter-spacing:.04em}.card .v{font-size:16px;font-weight:600}
 .down{color:#1f7a3d}.up{color:#b42318}
 table.grid{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d9e2ec}
 table.grid th,table.grid td{padding:4px 8px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}
