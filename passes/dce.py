@@ -31,8 +31,10 @@ def eliminate_dead_code(gm: fx.GraphModule) -> int:
         gm.graph.erase_node(node)
         removed += 1
     read = {str(n.target) for n in gm.graph.find_nodes(op="get_attr")}
+    # A submodule called as a whole (call_module, e.g. after fx.symbolic_trace) reads all its tensors.
+    called = tuple(f"{n.target}." for n in gm.graph.find_nodes(op="call_module"))
     for name, _ in list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False)):
-        if name not in read:
+        if name not in read and not name.startswith(called):
             _delete_attr(gm, name)
             removed += 1
     if removed:

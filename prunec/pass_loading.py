@@ -14,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import pkgutil
 import sys
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -31,10 +32,10 @@ def load_builtin_passes() -> None:
         importlib.import_module(f"{package.__name__}.{mod.name}")
 
 
-def _check_no_redefinition(before: dict[str, PassInfo], origin: str) -> list[str]:
+def _check_no_redefinition(before: dict[str, PassInfo], origin: str, reloaded_source: str = "") -> list[str]:
     after = registered_passes()
     for name, info in after.items():
-        if name in before and before[name].factory is not info.factory:
+        if name in before and before[name].factory is not info.factory and before[name].source != reloaded_source:
             raise ConfigError(f"{origin} redefines the pass '{name}' (from {before[name].source}); "
                               "give your pass another name")
     return [n for n in after if n not in before]
@@ -65,9 +66,8 @@ def load_pass_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
         raise ConfigError(f"pass file {path} does not exist or is not a .py file; pass the path of a Python file")
-    module_name = f"prunec_pass_file_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
-    if module_name in sys.modules:
-        return [n for n, info in registered_passes().items() if info.source == module_name]
+    # A stable module name per file: loading the same file again replaces its own passes.
+    module_name = f"prunec_pass_file_{path.stem}_{zlib.crc32(str(path.resolve()).encode()):08x}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -78,7 +78,8 @@ def load_pass_file(path: str | Path) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - the user's file failed; say where
         del sys.modules[module_name]
         raise ConfigError(f"pass file {path} failed to load: {type(exc).__name__}: {exc}") from exc
-    new = _check_no_redefinition(before, f"pass file {path}")
+    _check_no_redefinition(before, f"pass file {path}", reloaded_source=module_name)
+    new = [n for n, info in registered_passes().items() if info.source == module_name]
     if not new:
         raise ConfigError(f"pass file {path} registered no pass; decorate your pass with "
                           "@prunec.pass_api.register_pass(\"name\")")

@@ -66,3 +66,12 @@ def test_keeps_impure_nodes() -> None:
     gm.recompile()
     run_passes(gm, [Step.of("dce")])
     assert check in gm.graph.nodes
+
+
+def test_keeps_tensors_of_called_submodules() -> None:
+    # fx.symbolic_trace keeps whole modules as call_module nodes: their weights are read.
+    import torch.fx as fx
+
+    gm = fx.symbolic_trace(Small().eval())
+    run_passes(gm, [Step.of("dce")], established=())
+    assert "fc.weight" in dict(gm.named_parameters()) and "unused" not in dict(gm.named_buffers())

@@ -124,3 +124,9 @@ def test_a_broken_plugin_is_named(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match=r"cannot load entry point 'broken = no_such_module_for_prunec'.*fix or uninstall"):
         load_entry_point_passes()
+
+
+def test_loading_the_same_file_twice_keeps_its_passes() -> None:
+    assert load_pass_file(EXAMPLE) == ["fold-scale-into-linear"]
+    assert load_pass_file(EXAMPLE) == ["fold-scale-into-linear"]
+    assert "fold-scale-into-linear" in pass_api.registered_passes()
