@@ -65,6 +65,7 @@ def parse_ir(text: str) -> list[IRNode]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
+        line = line.split("  # ", 1)[0]  # annotations (format_graph(annotations=...)) are not IR
         if m := _PARAM.match(line):
             nodes.append(IRNode(m["name"], "param", m["target"], "", m["type"], line))
         elif m := _INPUT.match(line):

@@ -86,20 +86,22 @@ def current_instruments() -> tuple[PassInstrument, ...]:
 class PrintIR(PassInstrument):
     """Print the IR (``prunec.ir.format_graph``) before and/or after passes.
 
-    ``passes``: only around these pass names (default: every pass).
+    ``passes``: only around these pass names (default: every pass).  ``annotations``:
+    ``node.meta`` keys to show on each line (``("prunec_params", "prunec_flops")``).
     """
 
     def __init__(self, *, before: bool = False, after: bool = True, passes: Sequence[str] = (),
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, annotations: Sequence[str] = ()) -> None:
         self.before, self.after, self.passes = before, after, frozenset(passes)
         self.stream = stream
+        self.annotations = tuple(annotations)
 
     def _wanted(self, info: StepInfo) -> bool:
         return not self.passes or info.name in self.passes
 
     def _print(self, header: str, gm: fx.GraphModule) -> None:
         stream = self.stream or sys.stderr
-        stream.write(f"# ---- {header} ----\n{format_graph(gm)}")
+        stream.write(f"# ---- {header} ----\n{format_graph(gm, annotations=self.annotations)}")
         stream.flush()
 
     def before_pass(self, gm: fx.GraphModule, info: StepInfo) -> None:

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -45,6 +46,7 @@ class Step:
     exact: bool = True
     fixed_point: bool = False
     options: tuple[tuple[str, Any], ...] = ()
+    mutates_input: bool = True
 
     @classmethod
     def of(cls, pass_name: str, /, *, fixed_point: bool = False, **options: Any) -> "Step":
@@ -70,14 +72,15 @@ class Step:
         else:
             run = info.factory
         return cls(pass_name, run, info.requires, info.ensures, info.invalidates, info.exact, fixed_point,
-                   tuple(sorted(options.items())))
+                   tuple(sorted(options.items())), info.mutates_input)
 
     @classmethod
     def custom(cls, name: str, run: Callable[[fx.GraphModule], PassResult], *, requires: tuple[str, ...] = (),
                ensures: tuple[str, ...] = (), invalidates: tuple[str, ...] = (), exact: bool = True,
-               fixed_point: bool = False) -> "Step":
+               fixed_point: bool = False, mutates_input: bool = True) -> "Step":
         """A step around an unregistered callable (a lambda in a script, a pass under test)."""
-        return cls(name, run, tuple(requires), tuple(ensures), tuple(invalidates), exact, fixed_point)
+        return cls(name, run, tuple(requires), tuple(ensures), tuple(invalidates), exact, fixed_point, (),
+                   mutates_input)
 
     @property
     def label(self) -> str:
@@ -149,12 +152,13 @@ class PassManager:
     :data:`~prunec.pass_api.TRACED_INVARIANTS`).  ``fixed_point``: repeat the whole
     pipeline until no step modifies the graph.  ``max_iterations`` bounds every repetition;
     not converging by then is a ``TransformError``.  ``instruments`` add to those of the
-    enclosing :class:`~prunec.instruments.PassContext`.
+    enclosing :class:`~prunec.instruments.PassContext`.  ``preserve_input``: deep-copy the
+    input graph module before the first step that mutates its input, so the caller's stays as it was.
     """
 
     def __init__(self, steps: Sequence[Step], *, established: Sequence[str] = TRACED_INVARIANTS,
                  fixed_point: bool = False, max_iterations: int = 10,
-                 instruments: Sequence[PassInstrument] = ()) -> None:
+                 instruments: Sequence[PassInstrument] = (), preserve_input: bool = False) -> None:
         if max_iterations < 1:
             raise ConfigError(f"max_iterations must be at least 1 (got {max_iterations})")
         self.steps = tuple(steps)
@@ -162,6 +166,7 @@ class PassManager:
         self.fixed_point = fixed_point
         self.max_iterations = max_iterations
         self.instruments = tuple(instruments)
+        self.preserve_input = preserve_input
         if any(not s.name for s in self.steps):
             raise ConfigError("every pipeline step needs a name; give Step.custom a name")
         check_contracts(self.steps, self.established, repeated=fixed_point)
@@ -170,6 +175,8 @@ class PassManager:
         """Run the pipeline on ``gm`` and return the final graph module and the step history."""
         instruments = current_instruments() + self.instruments
         history: list[StepRecord] = []
+        if self.preserve_input and any(s.mutates_input for s in self.steps):
+            gm = copy.deepcopy(gm)
         for inst in instruments:
             inst.enter_pipeline(gm)
         try:

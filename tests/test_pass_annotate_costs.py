@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from prunec.ir import format_graph
+from prunec.ir import assert_ir, format_graph
 from prunec.metrics import count_flops
 from prunec.pass_loading import load_builtin_passes
 from prunec.pass_manager import Step, run_passes
@@ -24,6 +24,23 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.bn(self.conv(x)).relu().mean((2, 3)))
+
+
+def test_printed_annotations_after_folding() -> None:
+    gm = trace(ConvNet().eval(), (torch.randn(2, 3, 8, 8),))
+    result = run_passes(gm, [Step.of("fold-batchnorm"), Step.of("dce"), Step.of("annotate-costs")])
+    assert_ir(result.graph_module, """
+        %conv_weight = param conv.weight : f32[8, 3, 3, 3]
+        %conv_bias = param conv.bias : f32[8]
+        %fc_weight = param fc.weight : f32[5, 8]
+        %fc_bias = param fc.bias : f32[5]
+        %x = input : f32[2, 3, 8, 8]
+        %conv2d = aten.conv2d.default(%x, %conv_weight, %conv_bias, [1, 1], [1, 1]) : f32[2, 8, 8, 8]  # params=224 flops=55296
+        %relu = aten.relu.default(%conv2d) : f32[2, 8, 8, 8]  # params=0 flops=0
+        %mean = aten.mean.dim(%relu, [2, 3]) : f32[2, 8]  # params=0 flops=0
+        %linear = aten.linear.default(%mean, %fc_weight, %fc_bias) : f32[2, 5]  # params=45 flops=160
+        return [%linear]
+    """, annotations=(PARAMS_KEY, FLOPS_KEY))
 
 
 def test_annotations_sum_to_the_model_totals() -> None:

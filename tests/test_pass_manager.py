@@ -126,3 +126,17 @@ def test_parse_pipeline_with_options_and_repeat_marker() -> None:
 def test_bad_pipeline_specs_say_what_is_wrong(spec: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_pipeline(spec)
+
+
+def test_preserve_input_leaves_the_callers_graph_alone() -> None:
+    from prunec.ir import format_graph
+
+    gm = trace(nn.Sequential(nn.Linear(3, 3), nn.Identity(), nn.ReLU()).eval(), (torch.randn(1, 3),))
+    x = next(iter(gm.graph.find_nodes(op="placeholder")))
+    with gm.graph.inserting_after(x):
+        gm.graph.call_function(aten.neg.default, (x,)).meta["val"] = x.meta["val"]
+    gm.recompile()
+    before = format_graph(gm)
+    result = PassManager([Step.of("dce")], preserve_input=True).run(gm)
+    assert result.modified and result.graph_module is not gm
+    assert format_graph(gm) == before and "aten.neg" not in format_graph(result.graph_module)
