@@ -1,7 +1,9 @@
 """Pass instruments: observe every step of a :class:`~prunec.pass_manager.PassManager`.
 
 Like TVM's ``PassInstrument``: an instrument gets a call before and after each pass
-and at the start and end of a pipeline.  Instruments are switched on by a context
+and at the start and end of a pipeline.  Instruments nest like context managers: ``before``
+hooks run in list order, ``after`` hooks in reverse, so the last instrument is the one closest
+to the pass (put ``Timing`` last to time the pass alone).  Instruments are switched on by a context
 (``with PassContext(instruments=[...])``) or given to a manager directly, so debugging a
 pipeline never needs flags inside passes.
 
@@ -252,14 +254,18 @@ class InstrumentOptions:
 def instruments_from_options(options: InstrumentOptions, sample_args: tuple = (),
                              sample_kwargs: dict[str, Any] | None = None,
                              stream: TextIO | None = None) -> list[PassInstrument]:
-    """The instruments a command's options ask for, in a fixed order (verify last: it re-propagates)."""
+    """The instruments a command's options ask for, outermost first.
+
+    Verification outermost (its reference run is not timed, and a failing step's IR is
+    printed and dumped before it raises), timing innermost (it times the pass alone).
+    """
     found: list[PassInstrument] = []
+    if options.verify_each:
+        found.append(VerifyEachPass(sample_args, sample_kwargs, atol=options.atol, rtol=options.rtol))
     if options.print_ir_before_all or options.print_ir_after_all:
         found.append(PrintIR(before=options.print_ir_before_all, after=options.print_ir_after_all, stream=stream))
     if options.dump_ir is not None:
         found.append(DumpIR(options.dump_ir))
     if options.time_passes:
         found.append(Timing())
-    if options.verify_each:
-        found.append(VerifyEachPass(sample_args, sample_kwargs, atol=options.atol, rtol=options.rtol))
     return found

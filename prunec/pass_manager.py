@@ -193,7 +193,7 @@ class PassManager:
                     f"pipeline did not reach a fixed point in {self.max_iterations} rounds (still modifying: "
                     f"{', '.join(still)}); raise max_iterations or check that the passes report modified honestly")
         finally:
-            for inst in instruments:
+            for inst in reversed(instruments):
                 inst.exit_pipeline(gm)
         return PipelineResult(gm, any(r.modified for r in history), tuple(history))
 
@@ -206,7 +206,7 @@ class PassManager:
             for inst in instruments:
                 inst.before_pass(gm, info)
             result = self._invoke(gm, step, info)
-            for inst in instruments:
+            for inst in reversed(instruments):  # instruments nest: the last one is closest to the pass
                 inst.after_pass(result.graph_module, info, result.modified)
             history.append(StepRecord(info.index, step.name, round_, result.modified))
             gm = result.graph_module

@@ -10,8 +10,8 @@ import torch.fx as fx
 import torch.nn as nn
 
 from prunec.errors import ConfigError, TransformError
-from prunec.instruments import (DumpIR, InstrumentOptions, PassContext, PrintIR, Timing, VerifyEachPass,
-                                instruments_from_options)
+from prunec.instruments import (DumpIR, InstrumentOptions, PassContext, PassInstrument, PrintIR, Timing,
+                                VerifyEachPass, instruments_from_options)
 from prunec.ir import format_graph
 from prunec.pass_api import PassResult
 from prunec.pass_loading import load_builtin_passes
@@ -131,6 +131,33 @@ def test_verify_each_pass_skips_the_numeric_check_of_inexact_passes() -> None:
     assert verify.numeric_checks == 0
 
 
+def test_after_hooks_run_in_reverse_order() -> None:
+    calls = []
+
+    class Named(PassInstrument):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def before_pass(self, gm, info) -> None:
+            calls.append(f"{self.name}.before")
+
+        def after_pass(self, gm, info, modified) -> None:
+            calls.append(f"{self.name}.after")
+
+    gm, _ = _setup()
+    with PassContext([Named("outer")]):
+        run_passes(gm, [Step.of("dce")], instruments=[Named("inner")])
+    assert calls == ["outer.before", "inner.before", "inner.after", "outer.after"]
+
+
+def test_a_failing_step_is_dumped_before_verification_raises(tmp_path) -> None:
+    gm, x = _setup()
+    found = instruments_from_options(InstrumentOptions(dump_ir=tmp_path / "ir", verify_each=True), (x,))
+    with pytest.raises(TransformError, match="pass 'corrupt'"):
+        run_passes(gm, [Step.custom("corrupt", _corrupt_bias)], instruments=found)
+    assert (tmp_path / "ir" / "001_corrupt.txt").exists()
+
+
 def test_context_instruments_nest_and_reset(tmp_path) -> None:
     outer, inner = Timing(), Timing()
     gm, _ = _setup()
@@ -145,5 +172,5 @@ def test_context_instruments_nest_and_reset(tmp_path) -> None:
 def test_instruments_from_options(tmp_path) -> None:
     found = instruments_from_options(InstrumentOptions(dump_ir=tmp_path, print_ir_after_all=True, verify_each=True,
                                                        time_passes=True), (torch.zeros(1),))
-    assert [type(i).__name__ for i in found] == ["PrintIR", "DumpIR", "Timing", "VerifyEachPass"]
+    assert [type(i).__name__ for i in found] == ["VerifyEachPass", "PrintIR", "DumpIR", "Timing"]
     assert instruments_from_options(InstrumentOptions()) == []
