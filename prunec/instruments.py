@@ -194,7 +194,11 @@ class VerifyEachPass(PassInstrument):
 
     def _outputs(self, gm: fx.GraphModule) -> list[torch.Tensor]:
         with torch.no_grad():
-            return [t.detach().clone() for t in _tensors(gm(*self.args, **self.kwargs))]
+            found = [t.detach().clone() for t in _tensors(gm(*self.args, **self.kwargs))]
+        if not found:  # nothing to compare would make the numeric check vacuous
+            raise ConfigError("--verify-each: the program returns no tensors to compare; "
+                              "verify a model whose outputs are tensors (or pytrees of them)")
+        return found
 
     def before_pass(self, gm: fx.GraphModule, info: StepInfo) -> None:
         self._before_ir = format_graph(gm)

@@ -145,3 +145,15 @@ def test_diff_rejects_what_is_not_a_graph(tmp_path: Path) -> None:
     junk.write_text("hello world\n")
     result = runner.invoke(app, ["diff", str(junk), str(junk)])
     assert result.exit_code == 2 and "line 1 is not prunec IR" in result.stderr
+
+
+def test_written_files_have_normal_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    out = tmp_path / "o.pt2"
+    assert runner.invoke(app, ["opt", "test_cli_opt:scaled_mlp", "--passes", "dce", "-o", str(out)]).exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["o.pt2"]  # no temporary file left behind

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -12,19 +10,7 @@ import typer
 
 from prunec.cli.common import app, clean_errors, out, progress_bar
 from prunec.errors import OutputExistsError
-
-
-def write_file_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling, then rename it into place (no half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from prunec.output import atomic_output_file
 
 
 @app.command("diff")
@@ -51,7 +37,8 @@ def diff_cmd(
     if html is not None:
         from prunec.diff_html import render_html
 
-        write_file_atomically(html, render_html(diff))
+        with atomic_output_file(html, overwrite=force) as tmp:
+            tmp.write_text(render_html(diff), encoding="utf-8")
     if json_out:
         print(json.dumps(diff.summary(), indent=2))
         return

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -16,25 +14,18 @@ from prunec.cli.common import app, clean_errors, err, out, progress_bar
 from prunec.errors import ConfigError, OutputExistsError
 from prunec.instruments import InstrumentOptions, Timing, instruments_from_options
 from prunec.models import load_model
+from prunec.output import atomic_output_file
 from prunec.pass_loading import available_passes
 from prunec.pass_manager import run_passes
 from prunec.pass_spec import parse_pipeline
 from prunec.trace import trace
 
 
-def save_program_atomically(gm: torch.fx.GraphModule, args: tuple, kwargs: dict, path: Path) -> None:
-    """Export ``gm`` and save it as ``path`` (.pt2) through a temporary sibling file."""
+def save_program(gm: torch.fx.GraphModule, args: tuple, kwargs: dict, path: Path, *, overwrite: bool) -> None:
+    """Export ``gm`` and save it as ``path`` (.pt2), atomically."""
     ep = torch.export.export(gm, args, kwargs, strict=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # torch.export.save wants a name ending in .pt2
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.pt2", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.export.save(ep, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output_file(path, overwrite=overwrite) as tmp:
+        torch.export.save(ep, str(tmp))
 
 
 @app.command("opt")
@@ -79,7 +70,7 @@ def opt_cmd(
         progress.update(task, description=f"running {len(steps)} passes")
         result = run_passes(gm, steps, instruments=instruments, fixed_point=fixed_point)
         progress.update(task, description=f"writing {output}")
-        save_program_atomically(result.graph_module, loaded.args, loaded.kwargs, output)
+        save_program(result.graph_module, loaded.args, loaded.kwargs, output, overwrite=force)
     final = result.graph_module
     summary = {"model": model, "output": str(output), "pipeline": [s.label for s in steps],
                "steps": [{"index": r.index, "pass": r.name, "modified": r.modified} for r in result.history],
