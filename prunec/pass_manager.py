@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -109,14 +110,13 @@ class PipelineResult:
     history: tuple[StepRecord, ...] = field(default_factory=tuple)
 
 
-def _after(state: frozenset[str], step: Step, modified: bool = True) -> frozenset[str]:
-    # A modifying run may break what the step invalidates; what it ensures holds afterwards.
-    kept = state - set(step.invalidates) if modified else state
-    return kept | set(step.ensures)
+def _after(state: frozenset[str], step: Step) -> frozenset[str]:
+    # Worst case: the step modifies the graph, breaking what it invalidates; what it ensures holds after.
+    return (state - set(step.invalidates)) | set(step.ensures)
 
 
-def _names(steps: Sequence[Step]) -> str:
-    return ", ".join(s.name for s in steps) if steps else "none"
+def _names(items: Sequence[Step] | Sequence[StepRecord]) -> str:
+    return ", ".join(i.name for i in items) if items else "nothing"
 
 
 def check_contracts(steps: Sequence[Step], established: Sequence[str], *, repeated: bool = False) -> None:
@@ -176,7 +176,9 @@ class PassManager:
         instruments = current_instruments() + self.instruments
         history: list[StepRecord] = []
         if self.preserve_input and any(s.mutates_input for s in self.steps):
-            gm = copy.deepcopy(gm)
+            with warnings.catch_warnings():  # torch's pytree specs warn about their own deprecated copy path
+                warnings.simplefilter("ignore", FutureWarning)
+                gm = copy.deepcopy(gm)
         for inst in instruments:
             inst.enter_pipeline(gm)
         try:
@@ -200,7 +202,7 @@ class PassManager:
     def _run_step(self, gm: fx.GraphModule, step: Step, instruments: Sequence[PassInstrument],
                   history: list[StepRecord], round_: int) -> tuple[fx.GraphModule, bool]:
         step_modified = False
-        for repeat in range(1, self.max_iterations + 1):
+        for _ in range(self.max_iterations):
             info = StepInfo(index=len(history) + 1, name=step.name, step=step,
                             preceding=tuple(r.name for r in history), iteration=round_)
             for inst in instruments:
@@ -214,7 +216,7 @@ class PassManager:
             if not (step.fixed_point and result.modified):
                 return gm, step_modified
         raise TransformError(f"pass '{step.name}' did not reach a fixed point in {self.max_iterations} runs "
-                             f"(after: {_names_of(history[:-self.max_iterations])}); raise max_iterations or "
+                             f"(after: {_names(history[:-self.max_iterations])}); raise max_iterations or "
                              "check that it reports modified honestly")
 
     @staticmethod
@@ -232,10 +234,6 @@ class PassManager:
             raise TransformError(f"pass '{step.name}' (step {info.index}, {after}) returned "
                                  f"{type(result).__name__}; a pass must return PassResult(graph_module, modified)")
         return result
-
-
-def _names_of(records: Sequence[StepRecord]) -> str:
-    return ", ".join(r.name for r in records) if records else "nothing"
 
 
 def run_passes(gm: fx.GraphModule, steps: Sequence[Step], *, instruments: Sequence[PassInstrument] = (),
