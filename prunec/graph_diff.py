@@ -285,6 +285,9 @@ def read_ir(source: str, *, seq_len: int = 16) -> str:
     if path.is_file() and path.suffix == ".txt":
         return path.read_text(encoding="utf-8")
     if path.is_file() and path.suffix == ".pt2":
+        from prunec.models import register_output_types
+
+        register_output_types()
         try:
             return format_graph(torch.export.load(str(path)).module())
         except Exception as exc:  # noqa: BLE001

@@ -59,6 +59,13 @@ def test_opt_folds_batchnorm_with_dumps_and_verification(tmp_path: Path) -> None
     files = sorted(p.name for p in dumps.iterdir())
     assert files[0] == "000_input.txt" and files[1] == "001_fold-batchnorm.txt" and files[-1].endswith("_dce.txt")
     assert "batch_norm" in (dumps / files[0]).read_text() and "batch_norm" not in (dumps / files[-1]).read_text()
+    # A fresh interpreter (transformers not imported yet) can still read the HF-output program.
+    import subprocess
+    import sys
+
+    code = "import sys; from prunec.graph_diff import read_ir; print(read_ir(sys.argv[1]).count(chr(10)))"
+    fresh = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0 and int(fresh.stdout) > 10, fresh.stderr[-1500:]
     import models
 
     model, args = models.resnet()[:2]
