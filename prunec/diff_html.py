@@ -65,7 +65,14 @@ def _cards(diff: GraphDiff) -> str:
 
 
 def _short(name: str, limit: int = 46) -> str:
-    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+    """``name`` or its trailing dotted parts that fit, after an ellipsis (the full name is the tooltip)."""
+    if len(name) <= limit:
+        return name
+    parts = name.split(".")
+    while len(parts) > 1 and len(".".join(parts)) > limit - 2:
+        parts.pop(0)
+    tail = ".".join(parts)
+    return "…." + tail if len(tail) <= limit - 2 else "…" + name[-(limit - 1):]
 
 
 def _width(layer: Layer | None) -> int:
