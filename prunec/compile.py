@@ -1,6 +1,8 @@
 """The compile pipeline behind ``prunec compile``: prune, lower for a device target, verify, report.
 
-``compile_model(loaded, CompileJob(...), out)`` runs straight-line named steps:
+``compile_model(loaded, CompileJob(...), out)`` runs straight-line named steps (in two halves,
+:func:`prune_and_export` and :func:`lower_and_verify`, so that one pruned program can be lowered
+several ways):
 resolve the target and backend → (round pruned widths to the target's multiple) → prune
 (:func:`prunec.pipeline.run_pruning`) → export the pruned module (``torch.export``) → lower with
 the backend → verify the artefact against the pruned PyTorch module → time it → write
@@ -241,49 +243,86 @@ def markdown(manifest: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compile_model(loaded: LoadedModel, job: CompileJob, output: Path, *, overwrite: bool = False,
-                  on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Prune ``loaded`` and compile it for ``job.target`` into ``output``; returns the manifest."""
+@dataclass
+class PrunedProgram:
+    """The front half of a compile: the pruned model exported, with the inputs it was traced on and
+    the PyTorch reference outputs the artefact is verified against."""
+
+    outcome: PruneOutcome
+    program: torch.export.ExportedProgram
+    inputs: list[np.ndarray]
+    reference: list[np.ndarray]
+    calibration: tuple[tuple[np.ndarray, ...], ...]
+    steps: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _timed(steps: dict[str, float], on_stage: Callable[[str], None], name: str, fn: Callable[[], Any]) -> Any:
+    on_stage(name)
+    start = time.perf_counter()
+    value = fn()
+    steps[name] = round(time.perf_counter() - start, 3)
+    return value
+
+
+def prune_and_export(loaded: LoadedModel, job: CompileJob, preset: TargetPreset,
+                     on_stage: Callable[[str], None] = lambda _: None) -> PrunedProgram:
+    """Round widths (optional) → prune → export → reference outputs → calibration inputs (static int8)."""
     steps: dict[str, float] = {}
     notes: dict[str, str] = {}
-
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        on_stage(name)
-        start = time.perf_counter()
-        value = fn()
-        steps[name] = round(time.perf_counter() - start, 3)
-        return value
-
-    job = job.resolved()
-    if Path(output).exists() and not overwrite:
-        raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
-    preset, backend = timed("resolve target", lambda: resolve_target(job))
     prune_job = job.prune
     if job.round_widths:
-        prune_job, notes["width_rounding"] = timed(
-            "round widths", lambda: round_widths(loaded, job.prune, preset.width_multiple))
-    outcome = timed("prune", lambda: run_pruning(loaded, prune_job, on_stage))
-    program = timed("export", lambda: export_program(outcome))
+        prune_job, notes["width_rounding"] = _timed(
+            steps, on_stage, "round widths", lambda: round_widths(loaded, job.prune, preset.width_multiple))
+    outcome = _timed(steps, on_stage, "prune", lambda: run_pruning(loaded, prune_job, on_stage))
+    program = _timed(steps, on_stage, "export", lambda: export_program(outcome))
     inputs = flat_inputs(outcome.args, outcome.kwargs)
     with torch.no_grad():
         reference = flat_outputs(outcome.result.module(*outcome.args, **outcome.kwargs))
-    calibration = timed("read calibration", lambda: calibration_inputs(loaded, prune_job, inputs)) \
+    calibration = _timed(steps, on_stage, "read calibration", lambda: calibration_inputs(loaded, prune_job, inputs)) \
         if job.quantize == "static" else ()
+    return PrunedProgram(outcome, program, inputs, reference, calibration, steps, notes)
+
+
+def lower_and_verify(loaded: LoadedModel, pruned: PrunedProgram, job: CompileJob, output: Path, *,
+                     overwrite: bool = False, on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Lower → load the runtime → verify → time → write the manifest and report, atomically into ``output``.
+
+    ``pruned`` may be lowered more than once (float and int8, several targets) with different jobs.
+    """
+    steps, notes = dict(pruned.steps), dict(pruned.notes)
+    preset, backend = _timed(steps, on_stage, "resolve target", lambda: resolve_target(job))
+    if job.quantize == "static" and not pruned.calibration:
+        raise ConfigError("--quantize static needs calibration data: pass --calib FILE")
     options = CompileOptions(quantize=job.quantize, tuning=job.tuning, tuning_trials=job.tuning_trials,
-                             threads=job.threads, calibration=calibration)
+                             threads=job.threads, calibration=pruned.calibration)
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
-        artifact = timed("lower", lambda: backend.compile(program, inputs, preset, tmp, options))
+        artifact = _timed(steps, on_stage, "lower", lambda: backend.compile(pruned.program, pruned.inputs, preset, tmp,
+                                                                           options))
         runtime_manifest = {"threads": job.threads, "backend_details": artifact.details}
-        runner = timed("load runtime", lambda: backend.runner(tmp, runtime_manifest, preset))
-        checks = timed("verify", lambda: verify(runner, inputs, reference, job.effective_tolerance))
+        runner = _timed(steps, on_stage, "load runtime", lambda: backend.runner(tmp, runtime_manifest, preset))
+        checks = _timed(steps, on_stage, "verify",
+                        lambda: verify(runner, pruned.inputs, pruned.reference, job.effective_tolerance))
         latency = None
         if job.latency_repeat:
-            latency = timed("measure latency", lambda: measure_latency(runner, inputs, job.latency_repeat))
+            latency = _timed(steps, on_stage, "measure latency",
+                             lambda: measure_latency(runner, pruned.inputs, job.latency_repeat))
             latency["where"] = artifact.details.get("runs_on", "this host")
-        manifest = build_manifest(loaded, job, preset, artifact, outcome, tmp, checks, latency, steps, notes)
+        manifest = build_manifest(loaded, job, preset, artifact, pruned.outcome, tmp, checks, latency, steps, notes)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (tmp / REPORT).write_text(markdown(manifest))
     return manifest
+
+
+def compile_model(loaded: LoadedModel, job: CompileJob, output: Path, *, overwrite: bool = False,
+                  on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Prune ``loaded`` and compile it for ``job.target`` into ``output``; returns the manifest."""
+    job = job.resolved()
+    if Path(output).exists() and not overwrite:
+        raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
+    preset, _ = resolve_target(job)
+    pruned = prune_and_export(loaded, job, preset, on_stage)
+    return lower_and_verify(loaded, pruned, job, output, overwrite=overwrite, on_stage=on_stage)
 
 
 def load_manifest(directory: Path) -> dict[str, Any]:
