@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -150,22 +151,30 @@ def print_speed(rows: list[dict[str, Any]], backends: Sequence[str]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
-def cli_compile_seconds(argv: list[str], out: Path) -> float:
-    """Wall time of ``prunec compile ...`` in a fresh process (what a user waits for)."""
+def cli_compile_seconds(argv: list[str], out: Path) -> tuple[float, float]:
+    """Wall time of ``prunec compile ...`` in a fresh process (what a user waits for), and its CPU
+    time (user + system: on a shared machine, wall time also counts other processes' load)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     cmd = [str(Path(sys.executable).with_name("prunec")), "compile", *argv, "-o", str(out), "--force", "--repeat", "0"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return seconds
+    return seconds, cpu
 
 
 def run_cnn(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
-    print("== CNN: ResNet-50 shape, 1x3x224x224", flush=True)
-    model, example = resnet50()
-    loaded = LoadedModel(model, example, {}, "resnet50", "transformers ResNetConfig()")
+    if args.cnn == "resnet50":
+        print("== CNN: ResNet-50 shape, 1x3x224x224", flush=True)
+        model, example = resnet50()
+        loaded, factory = LoadedModel(model, example, {}, "resnet50", "transformers ResNetConfig()"), "latency:resnet50"
+    else:
+        print(f"== CNN: {args.cnn} (smoke run)", flush=True)
+        loaded, factory = load_model(args.cnn), args.cnn
     job = CompileJob(target="x86-64", threads=THREADS, latency_repeat=0).resolved()
     preset = load_preset(job.target)
     pruned = {}
@@ -174,15 +183,15 @@ def run_cnn(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
         pruned[variant] = prune_and_export(loaded, replace(job, prune=prune.resolved()), preset)
         print(f"  pruned+exported {variant} in {time.perf_counter() - start:.1f}s", flush=True)
     manifests = lower_variants(loaded, pruned, args.backends, scratch, job)
-    rows = speed_table("ResNet-50 shape", pruned, manifests, args.backends, args.rounds)
-    seconds = cli_compile_seconds(["latency:resnet50", "--ratio", str(args.cnn_ratio)], scratch / "cnn-cli")
-    rows[-1]["cli_compile_s"] = round(seconds, 1)
+    rows = speed_table(args.cnn, pruned, manifests, args.backends, args.rounds)
+    seconds, cpu = cli_compile_seconds([factory, "--ratio", str(args.cnn_ratio)], scratch / "cnn-cli")
+    rows[-1]["cli_compile_s"], rows[-1]["cli_compile_cpu_s"] = round(seconds, 1), round(cpu, 1)
     return rows
 
 
 def run_llm_speed(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
-    print("== SmolLM2-135M prefill, 128 tokens", flush=True)
-    loaded = load_model("smollm2-135m", seq_len=128)
+    print(f"== {args.llm} prefill, 128 tokens", flush=True)
+    loaded = load_model(args.llm, seq_len=128)
     job = CompileJob(target="x86-64", threads=THREADS, latency_repeat=0, tolerance=args.llm_tolerance).resolved()
     preset = load_preset(job.target)
     variants = (("base", PruneJob(ratio=0.0)),
@@ -194,7 +203,22 @@ def run_llm_speed(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any
         pruned[variant] = prune_and_export(loaded, replace(job, prune=prune.resolved()), preset)
         print(f"  pruned+exported {variant} in {time.perf_counter() - start:.1f}s", flush=True)
     manifests = lower_variants(loaded, pruned, args.backends, scratch, job)
-    return speed_table("SmolLM2-135M prefill 128", pruned, manifests, args.backends, args.rounds)
+    return speed_table(f"{args.llm} prefill 128", pruned, manifests, args.backends, args.rounds)
+
+
+def run_widths(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
+    """Does rounding the kept FFN width to the target's multiple matter? 1536 x 0.7 = 1075 vs 1072 / 1080."""
+    print(f"== {args.llm} prefill 128: kept FFN width 1075 vs multiples of 8", flush=True)
+    loaded = load_model(args.llm, seq_len=128)
+    job = CompileJob(target="x86-64", threads=THREADS, latency_repeat=0, tolerance=args.llm_tolerance).resolved()
+    preset = load_preset(job.target)
+    pruned = {}
+    for width in (1075, 1072, 1080):
+        prune = PruneJob(widths=(("channels", width),), kinds="channels").resolved()
+        pruned["base" if width == 1075 else f"FFN {width}"] = prune_and_export(loaded, replace(job, prune=prune), preset)
+    manifests = lower_variants(loaded, pruned, args.backends, scratch, job)
+    rows = speed_table(f"{args.llm} prefill 128, FFN 1075 = 'base'", pruned, manifests, args.backends, args.rounds)
+    return rows
 
 
 def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
@@ -227,9 +251,10 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                          "max_abs_diff": round(lowered["verification"]["max_abs_diff"], 4),
                          "params": lowered["params_after"]}
         print(f"  {name}: {size:,} B ({base_bytes / size:.2f}x smaller than base), ppl {ppl:.2f}", flush=True)
-    results["cli_compile_s"] = round(cli_compile_seconds(
+    seconds, cpu = cli_compile_seconds(
         ["smollm2-135m", "--target", args.int8_target, "--budget", "params=0.8", "--calib", str(calib),
-         "--calib-seq-len", "512", "--quantize", "dynamic"], scratch / "smol-cli"), 1)
+         "--calib-seq-len", "512", "--quantize", "dynamic"], scratch / "smol-cli")
+    results["cli_compile_s"], results["cli_compile_cpu_s"] = round(seconds, 1), round(cpu, 1)
     return results
 
 
@@ -238,10 +263,12 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/wikitext2", help="folder with wiki.valid.tokens, wiki.test.raw")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median reported)")
     parser.add_argument("--cnn-ratio", type=float, default=0.3)
+    parser.add_argument("--cnn", default="resnet50", help="resnet50, or a MODEL argument (demo-resnet for a smoke run)")
+    parser.add_argument("--llm", default="smollm2-135m", help="the LLM of the prefill section (demo-llama for a smoke run)")
     parser.add_argument("--backends", default="onnx", help="comma-separated backends to compare (onnx, tvm)")
     parser.add_argument("--int8-target", default="rpi4", help="target preset of the size/perplexity artefacts")
     parser.add_argument("--llm-tolerance", type=float, default=None, help="verification tolerance for SmolLM2")
-    parser.add_argument("--only", default="cnn,llm,int8", help="sections to run: cnn, llm, int8")
+    parser.add_argument("--only", default="cnn,llm,int8", help="sections to run: cnn, llm, int8, widths")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures to this file")
     args = parser.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
@@ -258,13 +285,16 @@ def main() -> None:
             rows += run_cnn(args, scratch)
         if "llm" in sections:
             rows += run_llm_speed(args, scratch)
+        if "widths" in sections:
+            rows += run_widths(args, scratch)
         if rows:
             figures["speed"] = rows
             print(f"\n## Latency, batch 1, {THREADS} threads, median of {args.rounds} interleaved rounds")
             print_speed(rows, args.backends)
             for r in rows:
                 if "cli_compile_s" in r:
-                    print(f"prunec compile wall time ({r['model']}, {r['variant']}): {r['cli_compile_s']} s")
+                    print(f"prunec compile ({r['model']}, {r['variant']}): wall {r['cli_compile_s']} s, "
+                          f"CPU {r['cli_compile_cpu_s']} s")
         if "int8" in sections:
             figures["int8"] = run_llm_int8(args, scratch)
             print("\n## SmolLM2-135M size and WikiText-2 perplexity")
