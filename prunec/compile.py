@@ -193,7 +193,7 @@ def build_manifest(loaded: LoadedModel, job: CompileJob, preset: TargetPreset, a
         "format": 1,
         "model": loaded.name or loaded.source,
         "target": preset.name,
-        "target_preset": {k: v for k, v in asdict(preset).items()},
+        "target_preset": asdict(preset),
         "backend": job.backend,
         "backend_details": artifact.details,
         "quantize": job.quantize,
@@ -339,6 +339,9 @@ def load_manifest(directory: Path) -> dict[str, Any]:
 def load_runner(directory: Path, threads: int | None = None) -> tuple[dict[str, Any], Callable[[Sequence[np.ndarray]], list[np.ndarray]]]:
     """The manifest and the backend's runner for a compiled directory (``threads`` overrides the manifest's)."""
     manifest = load_manifest(directory)
+    missing = [k for k in ("backend", "target_preset", "inputs", "outputs") if k not in manifest]
+    if missing:
+        raise ConfigError(f"{Path(directory) / MANIFEST} lacks {', '.join(missing)}; recompile with prunec compile")
     preset = _manifest_preset(manifest)
     backend = get_backend(manifest["backend"])
     reason = backend.missing(preset)
@@ -353,4 +356,7 @@ def _manifest_preset(manifest: dict[str, Any]) -> TargetPreset:
     # The preset is stored whole so that a directory compiled from a user's .toml runs without it.
     data = dict(manifest["target_preset"])
     data["llvm_features"] = tuple(data.get("llvm_features", ()))
-    return TargetPreset(**data)
+    try:
+        return TargetPreset(**data)
+    except TypeError as exc:
+        raise ConfigError(f"the manifest's target_preset does not fit this prunec ({exc}); recompile") from None
