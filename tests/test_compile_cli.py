@@ -177,3 +177,12 @@ def test_python_api_rounds_ffn_widths_to_the_target_multiple(tmp_path) -> None:
     # intermediate 64 at ratio 0.3 keeps 45 units; rpi5's multiple is 8 -> 48.
     assert manifest["notes"]["width_rounding"] == "kept channels 45 -> 48 (multiple of 8)"
     assert manifest["latency"] is None
+
+
+def test_run_and_bench_need_a_compiled_directory(tmp_path) -> None:
+    for argv in (["run", str(tmp_path), "--inputs", "x.npz", "--output", "y.npz"], ["bench", str(tmp_path)]):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2 and "has no manifest.json" in result.output
+    (tmp_path / "manifest.json").write_text('{"format": 1}')
+    result = runner.invoke(app, ["bench", str(tmp_path)])
+    assert result.exit_code == 2 and "lacks backend" in result.output
