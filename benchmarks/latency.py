@@ -2,6 +2,9 @@
 
 Protocol (all variants measured in one run, on this machine, so that they share its noise):
 - batch 1, 2 threads everywhere (ORT intra-op threads = 2, inter-op 1; ``torch.set_num_threads(2)``).
+  PyTorch's OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, set before torch loads): on
+  the shared, oversubscribed 2-core development machine libgomp's default spin-waiting made 2-thread
+  eager runs 100-1000x slower (demo-resnet: 442 ms spinning vs 3 ms passive, same process load).
 - latency: every variant runs once per round, rounds interleaved (A B C D, A B C D, ...), after 3
   warm-up runs each; the median over rounds is reported (the machine is shared: medians of
   interleaved repeats resist other processes' load better than back-to-back loops).
@@ -28,9 +31,13 @@ backend lowers the same pruned programs and joins the interleaved timing rounds.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
+
+# Before torch loads (see the protocol above).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
 import resource
 import statistics
 import subprocess
@@ -251,6 +258,8 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                          "max_abs_diff": round(lowered["verification"]["max_abs_diff"], 4),
                          "params": lowered["params_after"]}
         print(f"  {name}: {size:,} B ({base_bytes / size:.2f}x smaller than base), ppl {ppl:.2f}", flush=True)
+    if args.no_cli:
+        return results
     seconds, cpu = cli_compile_seconds(
         ["smollm2-135m", "--target", args.int8_target, "--budget", "params=0.8", "--calib", str(calib),
          "--calib-seq-len", "512", "--quantize", "dynamic"], scratch / "smol-cli")
@@ -269,6 +278,7 @@ def main() -> None:
     parser.add_argument("--int8-target", default="rpi4", help="target preset of the size/perplexity artefacts")
     parser.add_argument("--llm-tolerance", type=float, default=None, help="verification tolerance for SmolLM2")
     parser.add_argument("--only", default="cnn,llm,int8", help="sections to run: cnn, llm, int8, widths")
+    parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI timing of the int8 section")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures to this file")
     args = parser.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
