@@ -19,7 +19,7 @@ Protocol (all variants measured in one run, on this machine, so that they share 
   recipe (fluctuation + least-squares reconstruction, FFN only; calibration = 32 windows of 512
   tokens of ``wiki.valid.tokens``), lowered float32 and int8 (dynamic); artefact bytes against the
   float32 base artefact; WikiText-2 perplexity (first 24 windows of 512 tokens of ``wiki.test.raw``)
-  of the base in PyTorch and of each artefact in ONNX Runtime (``OrtLogits`` below).
+  of each artefact, run in ONNX Runtime (``OrtLogits`` below).
 - end-to-end ``prunec compile`` wall time: the CLI in a subprocess (process start, model load,
   prune, export, lower, verify), for the CNN and for SmolLM2 with calibration + int8.
 
@@ -60,6 +60,7 @@ from prunec.targets.backend import backend_names
 from prunec.targets.preset import load_preset
 
 THREADS = 2
+LOOSE = 1e6
 HERE = Path(__file__).resolve().parent
 
 
@@ -242,22 +243,28 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                                                                   calib_seq_len=512).resolved()), preset)
     print(f"  pruned (calibrated) + exported in {time.perf_counter() - start:.1f}s", flush=True)
     results: dict[str, Any] = {"target": preset.name}
-    variants = (("base float32", base, "none"), ("pruned float32", pruned, "none"),
-                ("pruned int8 dynamic", pruned, "dynamic"), ("base int8 dynamic", base, "dynamic"))
+    variants = [("base float32", base, "none"), ("pruned float32", pruned, "none"),
+                ("pruned int8 dynamic", pruned, "dynamic")]
+    if args.base_int8:
+        variants.append(("base int8 dynamic", base, "dynamic"))
     base_bytes = None
-    with torch.no_grad():
-        results["ppl base PyTorch"] = round(perplexity(loaded.model, ids), 2)
-        results["ppl pruned PyTorch"] = round(perplexity(pruned.outcome.result.module, ids), 2)
     for name, program, quant in variants:
         out = scratch / f"smol-{name.replace(' ', '-')}"
-        lowered = lower_and_verify(loaded, program, replace(job, quantize=quant), out, overwrite=True)
+        start = time.perf_counter()
+        # Verified at a huge tolerance so that the run goes on; the default rule is checked below.
+        lowered = lower_and_verify(loaded, program, replace(job, quantize=quant, tolerance=LOOSE), out, overwrite=True)
+        check = lowered["verification"]
+        default = replace(job, quantize=quant).effective_tolerance * check["tolerance"] / LOOSE
         size = sum(f["bytes"] for f in lowered["files"])
         base_bytes = base_bytes or size
         ppl = perplexity(OrtLogits(out), ids)
         results[name] = {"bytes": size, "smaller_than_base": round(base_bytes / size, 2), "ppl_ort": round(ppl, 2),
-                         "max_abs_diff": round(lowered["verification"]["max_abs_diff"], 4),
-                         "params": lowered["params_after"]}
-        print(f"  {name}: {size:,} B ({base_bytes / size:.2f}x smaller than base), ppl {ppl:.2f}", flush=True)
+                         "max_abs_diff": round(check["max_abs_diff"], 4),
+                         "passes_default_tolerance": check["max_abs_diff"] <= default,
+                         "relative_l2_error": round(lowered["verification"]["relative_l2_error"], 4),
+                         "params": lowered["params_after"], "lower_s": lowered["step_seconds"]["lower"]}
+        print(f"  {name}: {size:,} B ({base_bytes / size:.2f}x smaller than base), ppl {ppl:.2f} "
+              f"({time.perf_counter() - start:.0f}s)", flush=True)
     if args.no_cli:
         return results
     seconds, cpu = cli_compile_seconds(
@@ -278,6 +285,7 @@ def main() -> None:
     parser.add_argument("--int8-target", default="rpi4", help="target preset of the size/perplexity artefacts")
     parser.add_argument("--llm-tolerance", type=float, default=None, help="verification tolerance for SmolLM2")
     parser.add_argument("--only", default="cnn,llm,int8", help="sections to run: cnn, llm, int8, widths")
+    parser.add_argument("--base-int8", action="store_true", help="also int8 of the unpruned model")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI timing of the int8 section")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures to this file")
     args = parser.parse_args()
