@@ -3,7 +3,7 @@
 ``compile_model(loaded, CompileJob(...), out)`` runs straight-line named steps (in two halves,
 :func:`prune_and_export` and :func:`lower_and_verify`, so that one pruned program can be lowered
 several ways):
-resolve the target and backend → (round pruned widths to the target's multiple) → prune
+resolve the target and backend → prune (kept widths optionally rounded to the target's multiple)
 (:func:`prunec.pipeline.run_pruning`) → export the pruned module (``torch.export``) → lower with
 the backend → verify the artefact against the pruned PyTorch module → time it → write
 ``manifest.json`` and ``report.md``. Everything lands in ``out`` atomically.
@@ -48,7 +48,7 @@ class CompileJob:
     backend: str = "onnx"
     prune: PruneJob = field(default_factory=PruneJob)
     quantize: str = "none"                 # none, dynamic, static (int8 needs calibration data)
-    round_widths: bool = False             # round kept channel widths to the target's width_multiple
+    round_widths: bool = False             # round kept channel/residual widths to the target's width_multiple
     tuning: str = "default"                # backend specific (tvm)
     tuning_trials: int = 0
     threads: int = 2                       # for verification and latency; 0: the runtime's default
@@ -83,31 +83,6 @@ def resolve_target(job: CompileJob) -> tuple[TargetPreset, Backend]:
     if reason:
         raise ToolchainError(f"backend {job.backend} cannot compile for {preset.name} here: {reason}")
     return preset, backend
-
-
-def round_widths(loaded: LoadedModel, job: PruneJob, multiple: int) -> tuple[PruneJob, str]:
-    """Turn a uniform ``ratio`` on ``channels`` into an explicit width rounded to ``multiple``.
-
-    Applies when the job prunes only channels, by ratio, with uniform allocation, and every channel
-    group has the same size (transformer FFNs); otherwise the job is returned unchanged with the
-    reason. Returns the job and a note for the manifest.
-    """
-    from prunec.allocation import uniform_count
-    from prunec.prune import analyze, select_groups
-
-    if multiple <= 1:
-        return job, "target width_multiple is 1"
-    if job.kind_tuple != ("channels",) or job.budget or job.widths or job.allocation != "uniform" or job.steps > 1:
-        return job, "rounding applies to --kinds channels with --ratio and uniform allocation only"
-    analysis = analyze(loaded.model, loaded.args, loaded.kwargs, ignore=job.ignore)
-    groups = select_groups(analysis, ("channels",))
-    sizes = {g.size for g in groups}
-    if len(sizes) != 1:
-        return job, f"channel groups have {len(sizes)} different sizes; rounding needs one common size"
-    group = groups[0]
-    keep = group.size - uniform_count(group, job.ratio)
-    rounded = min(group.size, max(multiple, int(round(keep / multiple)) * multiple))
-    return replace(job, widths=(("channels", rounded),)), f"kept channels {keep} -> {rounded} (multiple of {multiple})"
 
 
 def export_program(outcome: PruneOutcome) -> torch.export.ExportedProgram:
@@ -272,8 +247,8 @@ def prune_and_export(loaded: LoadedModel, job: CompileJob, preset: TargetPreset,
     notes: dict[str, str] = {}
     prune_job = job.prune
     if job.round_widths:
-        prune_job, notes["width_rounding"] = _timed(
-            steps, on_stage, "round widths", lambda: round_widths(loaded, job.prune, preset.width_multiple))
+        prune_job = replace(prune_job, round_to=preset.width_multiple)
+        notes["width_rounding"] = f"kept channel/residual widths rounded to multiples of {preset.width_multiple}"
     outcome = _timed(steps, on_stage, "prune", lambda: run_pruning(loaded, prune_job, on_stage))
     program = _timed(steps, on_stage, "export", lambda: export_program(outcome))
     inputs = flat_inputs(outcome.args, outcome.kwargs)

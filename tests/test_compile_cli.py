@@ -167,16 +167,23 @@ def test_verification_failure_exits_10_and_leaves_nothing(tmp_path, test_backend
     assert not out.exists() and not list(tmp_path.glob(".o.*"))
 
 
-def test_python_api_rounds_ffn_widths_to_the_target_multiple(tmp_path) -> None:
-    model, args, kwargs = ALL_CASES["llama_gqa"]()
+def test_round_widths_keeps_multiples_of_the_target_width(tmp_path) -> None:
     from prunec.models import LoadedModel
+    from prunec.prune import prune
 
-    loaded = LoadedModel(model, args, kwargs, "llama_gqa")
-    job = CompileJob(target="rpi5", prune=PruneJob(ratio=0.3, kinds="channels"), round_widths=True, latency_repeat=0)
+    model, args, kwargs = ALL_CASES["resnet"]()
+    plain = prune(model, args, kwargs, ratio=0.3)
+    rounded = prune(model, args, kwargs, ratio=0.3, round_to=8)
+    kept = {g.id: g.size - len(rounded.removed.get(g.id, ())) for g in rounded.analysis.groups}
+    changed = [g for g in rounded.analysis.groups if g.id in plain.removed and g.kind in ("channels", "residual")
+               and g.size > 8]
+    assert changed and all(kept[g.id] % 8 == 0 for g in changed)
+    assert any(len(plain.removed[g.id]) != len(rounded.removed.get(g.id, ())) for g in changed), "rounding did something"
+    loaded = LoadedModel(model, args, kwargs, "resnet")
+    job = CompileJob(target="rpi5", prune=PruneJob(ratio=0.3), round_widths=True, latency_repeat=0)
     manifest = compile_model(loaded, job, tmp_path / "o")
-    # intermediate 64 at ratio 0.3 keeps 45 units; rpi5's multiple is 8 -> 48.
-    assert manifest["notes"]["width_rounding"] == "kept channels 45 -> 48 (multiple of 8)"
-    assert manifest["latency"] is None
+    assert manifest["notes"]["width_rounding"] == "kept channel/residual widths rounded to multiples of 8"
+    assert manifest["params_after"] == rounded.params_after and manifest["latency"] is None
 
 
 def test_run_and_bench_need_a_compiled_directory(tmp_path) -> None:
