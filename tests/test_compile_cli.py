@@ -108,6 +108,22 @@ def test_compile_llm_for_mobile_with_int8(tmp_path) -> None:
     assert manifest["backend_details"]["runtime_file"] == "model.ort" and manifest["quantize"] == "dynamic"
     assert manifest["inputs"] == [{"name": "input_ids", "shape": [2, 8], "dtype": "int64"}]
     assert 0 < manifest["verification"]["relative_l2_error"] < 0.1
+    assert manifest["verification"]["metric"] == "relative_l2"
+
+
+def test_verify_holds_float_to_max_abs_and_int8_to_relative_l2() -> None:
+    from prunec.compile import verify
+
+    reference = [np.linspace(-40, 40, 10_000, dtype=np.float32).reshape(100, 100)]
+    spike = [reference[0].copy()]
+    spike[0][0, 0] += 20.0  # one large outlier, tiny relative L2 error
+    run = lambda arrays: spike  # noqa: E731
+    with pytest.raises(VerificationError, match="max"):
+        verify(run, [], reference, 1e-3, "max_abs")
+    check = verify(run, [], reference, 0.25, "relative_l2")
+    assert check["max_abs_diff"] == pytest.approx(20.0) and check["relative_l2_error"] < 0.02
+    with pytest.raises(VerificationError, match="relative L2"):
+        verify(run, [], reference, 1e-3, "relative_l2")
 
 
 @pytest.mark.parametrize("argv,code,message", [
