@@ -184,7 +184,7 @@ def run_cnn(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     else:
         print(f"== CNN: {args.cnn} (smoke run)", flush=True)
         loaded, factory = load_model(args.cnn), args.cnn
-    job = CompileJob(target="x86-64", threads=THREADS, latency_repeat=0).resolved()
+    job = CompileJob(target="x86-64", threads=THREADS, latency_repeat=0, round_widths=False).resolved()
     preset = load_preset(job.target)
     pruned = {}
     variants = (("base", PruneJob(ratio=0.0)), (f"ratio {args.cnn_ratio}", PruneJob(ratio=args.cnn_ratio)),
@@ -203,7 +203,8 @@ def run_cnn(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
 def run_llm_speed(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     print(f"== {args.llm} prefill, 128 tokens", flush=True)
     loaded = load_model(args.llm, seq_len=128)
-    job = CompileJob(target="x86-64", threads=THREADS, latency_repeat=0, tolerance=args.llm_tolerance).resolved()
+    job = CompileJob(target="x86-64", threads=THREADS, latency_repeat=0, tolerance=args.llm_tolerance,
+                     round_widths=False).resolved()
     preset = load_preset(job.target)
     variants = (("base", PruneJob(ratio=0.0)),
                 ("FFN to params=0.8", PruneJob(budget="params=0.8", kinds="channels")),
@@ -221,7 +222,8 @@ def run_widths(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     """Does rounding the kept FFN width to the target's multiple matter? 1536 x 0.7 = 1075 vs 1072 / 1080."""
     print(f"== {args.llm} prefill 128: kept FFN width 1075 vs multiples of 8", flush=True)
     loaded = load_model(args.llm, seq_len=128)
-    job = CompileJob(target="x86-64", threads=THREADS, latency_repeat=0, tolerance=args.llm_tolerance).resolved()
+    job = CompileJob(target="x86-64", threads=THREADS, latency_repeat=0, tolerance=args.llm_tolerance,
+                     round_widths=False).resolved()
     preset = load_preset(job.target)
     pruned = {}
     for width in (1075, 1072, 1080):
@@ -238,7 +240,7 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     calib, test = data / "wiki.valid.tokens", data / "wiki.test.raw"
     loaded = load_model("smollm2-135m", seq_len=512)
     ids = tokenize_file(test, loaded.tokenizer)
-    job = CompileJob(target=args.int8_target, threads=THREADS, latency_repeat=0).resolved()
+    job = CompileJob(target=args.int8_target, threads=THREADS, latency_repeat=0, round_widths=False).resolved()
     preset = load_preset(job.target)
     start = time.perf_counter()
     base = prune_and_export(loaded, replace(job, prune=PruneJob(ratio=0.0).resolved()), preset)

@@ -48,7 +48,7 @@ class CompileJob:
     backend: str = "onnx"
     prune: PruneJob = field(default_factory=PruneJob)
     quantize: str = "none"                 # none, dynamic, static (int8 needs calibration data)
-    round_widths: bool = False             # round kept channel/residual widths to the target's width_multiple
+    round_widths: bool = True              # round kept channel/residual widths to the target's width_multiple
     tuning: str = "default"                # backend specific (tvm)
     tuning_trials: int = 0
     threads: int = 2                       # for verification and latency; 0: the runtime's default

@@ -53,6 +53,7 @@ def test_manifest_describes_the_files(compiled) -> None:
     assert manifest["outputs"] == [{"name": "logits", "shape": [2, 5], "dtype": "float32"}]
     assert manifest["params_after"] < manifest["params_before"]
     assert manifest["flops_after"] < manifest["flops_before"]
+    assert manifest["notes"]["width_rounding"] == "kept channel/residual widths rounded to multiples of 4"
     assert 0 <= manifest["verification"]["max_abs_diff"] <= manifest["verification"]["tolerance"]
     assert manifest["latency"]["median_ms"] > 0 and manifest["latency"]["repeat"] == 5
     assert "portable" in manifest["latency"]["where"]
@@ -70,7 +71,7 @@ def test_run_matches_pytorch_and_bench_times_it(compiled, tmp_path) -> None:
     loaded = load_model("models:resnet")
     from prunec.pipeline import run_pruning
 
-    pruned = run_pruning(loaded, PruneJob(ratio=0.3)).result.module
+    pruned = run_pruning(loaded, PruneJob(ratio=0.3, round_to=4)).result.module  # rpi4's width multiple
     with torch.no_grad():
         want = pruned(torch.from_numpy(x).float()).logits.numpy()
     assert got.shape == (2, 5) and np.abs(got - want).max() < 1e-4

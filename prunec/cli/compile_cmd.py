@@ -32,7 +32,8 @@ def compile_cmd(
     calib_samples: int = typer.Option(32, help="Number of calibration samples."),
     calib_seq_len: int = typer.Option(256, help="Tokens per calibration sample (text); also the compiled sequence length."),
     quantize: str = typer.Option("none", help="int8: none, dynamic (weights) or static (weights and activations, needs --calib)."),
-    round_widths: bool = typer.Option(False, help="Round kept channel widths to the target's width_multiple."),
+    round_widths: bool = typer.Option(True, help="Round kept channel/residual widths to the target's width_multiple "
+                                      "(measured: ResNet-50 at ratio 0.3 runs 1.3-1.4x faster in ORT rounded to 8)."),
     tuning: str = typer.Option("default", help="Backend-specific tuning (tvm: none, dlight, metaschedule)."),
     tuning_trials: int = typer.Option(0, help="Tuning trials (tvm metaschedule)."),
     threads: int = typer.Option(2, help="Threads for verification and timing (0: the runtime's default)."),
