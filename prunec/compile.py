@@ -1,0 +1,347 @@
+"""The compile pipeline behind ``prunec compile``: prune, lower for a device target, verify, report.
+
+``compile_model(loaded, CompileJob(...), out)`` runs straight-line named steps (in two halves,
+:func:`prune_and_export` and :func:`lower_and_verify`, so that one pruned program can be lowered
+several ways):
+resolve the target and backend → prune (kept widths optionally rounded to the target's multiple)
+(:func:`prunec.pipeline.run_pruning`) → export the pruned module (``torch.export``) → lower with
+the backend → verify the artefact against the pruned PyTorch module → time it → write
+``manifest.json`` and ``report.md``. Everything lands in ``out`` atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+
+from prunec.errors import ConfigError, OutputExistsError, ToolchainError, VerificationError
+from prunec.models import LoadedModel
+from prunec.output import atomic_output_dir
+from prunec.pipeline import PruneJob, PruneOutcome, run_pruning
+from prunec.targets.backend import Artifact, Backend, CompileOptions, get_backend
+from prunec.targets.preset import TargetPreset, load_preset
+
+MANIFEST = "manifest.json"
+REPORT = "report.md"
+QUANTIZE_MODES = ("none", "dynamic", "static")
+# Default tolerances (see :func:`verify`): float artefacts, max abs difference relative to
+# max(1, max |reference|); int8 artefacts, relative L2 error of each output.
+FLOAT_TOLERANCE = 1e-3
+INT8_TOLERANCE = 0.25
+
+
+@dataclass(frozen=True)
+class CompileJob:
+    """What ``prunec compile`` lets a user choose besides the model and the output directory."""
+
+    target: str = "x86-64"                 # built-in preset name or a .toml preset file
+    backend: str = "onnx"
+    prune: PruneJob = field(default_factory=PruneJob)
+    quantize: str = "none"                 # none, dynamic, static (int8 needs calibration data)
+    round_widths: bool = True              # round kept channel/residual widths to the target's width_multiple
+    tuning: str = "default"                # backend specific (tvm)
+    tuning_trials: int = 0
+    threads: int = 2                       # for verification and latency; 0: the runtime's default
+    latency_repeat: int = 20               # timed runs (median reported); 0 skips timing
+    tolerance: float | None = None         # None: FLOAT_TOLERANCE or INT8_TOLERANCE
+
+    def resolved(self) -> "CompileJob":
+        """Validate the options that need no model (raises :class:`ConfigError`)."""
+        if self.quantize not in QUANTIZE_MODES:
+            raise ConfigError(f"unknown --quantize '{self.quantize}'; choose one of {', '.join(QUANTIZE_MODES)}")
+        if self.quantize == "static" and self.prune.calib is None:
+            raise ConfigError("--quantize static needs calibration data: pass --calib FILE")
+        if self.threads < 0 or self.latency_repeat < 0:
+            raise ConfigError("--threads and --repeat must be >= 0")
+        if self.tolerance is not None and self.tolerance <= 0:
+            raise ConfigError("--tolerance must be > 0")
+        return replace(self, prune=self.prune.resolved())
+
+    @property
+    def effective_tolerance(self) -> float:
+        if self.tolerance is not None:
+            return self.tolerance
+        return FLOAT_TOLERANCE if self.quantize == "none" else INT8_TOLERANCE
+
+
+def resolve_target(job: CompileJob) -> tuple[TargetPreset, Backend]:
+    """The preset and backend a job names; raises TargetError/ConfigError/ToolchainError up front,
+    before any model is loaded."""
+    preset = load_preset(job.target)
+    backend = get_backend(job.backend)
+    reason = backend.missing(preset)
+    if reason:
+        raise ToolchainError(f"backend {job.backend} cannot compile for {preset.name} here: {reason}")
+    return preset, backend
+
+
+def export_program(outcome: PruneOutcome) -> torch.export.ExportedProgram:
+    """The pruned module as an exported program (what every backend lowers)."""
+    return torch.export.export(outcome.result.module, outcome.args, outcome.kwargs, strict=False)
+
+
+def flat_inputs(args: tuple, kwargs: dict[str, Any]) -> list[np.ndarray]:
+    """Positional numpy inputs in the order of the program's user inputs."""
+    return [t.detach().cpu().numpy() for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+
+
+def flat_outputs(output: Any) -> list[np.ndarray]:
+    return [t.detach().cpu().numpy() for t in pytree.tree_leaves(output) if isinstance(t, torch.Tensor)]
+
+
+def calibration_inputs(loaded: LoadedModel, job: PruneJob, example: Sequence[np.ndarray]) -> tuple[tuple[np.ndarray, ...], ...]:
+    """Calibration batches for static int8, restricted to the traced (static) input shapes."""
+    from prunec.calibration import CalibrationConfig, load_calibration
+
+    if job.calib is None:
+        return ()
+    batches = load_calibration(job.calib, loaded.tokenizer, CalibrationConfig(job.calib_samples, job.calib_seq_len))
+    shapes = [a.shape for a in example]
+    usable = tuple(tuple(t.numpy() for t in b) for b in batches if [tuple(t.shape) for t in b] == shapes)
+    if not usable:
+        raise ConfigError(f"no calibration batch of {job.calib} has the traced input shapes {shapes}")
+    return usable
+
+
+def verify(runner: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs: Sequence[np.ndarray],
+           reference: Sequence[np.ndarray], tolerance: float, metric: str = "max_abs") -> dict[str, Any]:
+    """Run the artefact and compare with the PyTorch reference; raises :class:`VerificationError`.
+
+    ``metric`` ``max_abs``: max |artefact - reference| <= tolerance x max(1, max |reference|) (float
+    artefacts, which differ only by fusion and summation order). ``relative_l2``: ||artefact -
+    reference|| / ||reference|| <= tolerance, per output (int8 artefacts: every weight moves by up to
+    half a quantisation step, so the largest single difference among millions of logits says little).
+    """
+    outputs = runner(inputs)
+    if len(outputs) != len(reference):
+        raise VerificationError(f"the artefact returns {len(outputs)} outputs, PyTorch {len(reference)}")
+    diff, scale, rel = 0.0, 1.0, 0.0
+    for got, want in zip(outputs, reference):
+        if got.shape != want.shape:
+            raise VerificationError(f"artefact output shape {got.shape} differs from PyTorch's {want.shape}")
+        if not want.size:
+            continue
+        delta = got.astype(np.float64) - want.astype(np.float64)
+        diff = max(diff, float(np.abs(delta).max()))
+        scale = max(scale, float(np.abs(want).max()))
+        rel = max(rel, float(np.linalg.norm(delta.ravel()) / max(np.linalg.norm(want.astype(np.float64).ravel()), 1e-12)))
+    if metric == "relative_l2":
+        value, limit, what = rel, tolerance, "relative L2 error"
+    else:
+        value, limit, what = diff, tolerance * scale, "max |artefact - PyTorch|"
+    if not value <= limit:
+        raise VerificationError(f"compiled artefact differs from PyTorch: {what} {value:.3g} > {limit:.3g}; the "
+                                f"lowering changed the numbers, try another --backend or --quantize none, or loosen "
+                                f"--tolerance")
+    return {"max_abs_diff": diff, "relative_l2_error": rel, "metric": metric, "tolerance": limit}
+
+
+def measure_latency(runner: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs: Sequence[np.ndarray],
+                    repeat: int, warmup: int = 3) -> dict[str, Any]:
+    """Median (and spread) of ``repeat`` timed runs after ``warmup`` untimed ones, in milliseconds."""
+    for _ in range(warmup):
+        runner(inputs)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        runner(inputs)
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median_ms": round(statistics.median(times), 3), "min_ms": round(min(times), 3),
+            "max_ms": round(max(times), 3), "repeat": repeat}
+
+
+def file_entry(directory: Path, name: str) -> dict[str, Any]:
+    path = directory / name
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def build_manifest(loaded: LoadedModel, job: CompileJob, preset: TargetPreset, artifact: Artifact,
+                   outcome: PruneOutcome, directory: Path, checks: dict[str, Any], latency: dict[str, Any] | None,
+                   steps: dict[str, float], notes: dict[str, str]) -> dict[str, Any]:
+    summary = outcome.summary
+    return {
+        "format": 1,
+        "model": loaded.name or loaded.source,
+        "target": preset.name,
+        "target_preset": asdict(preset),
+        "backend": job.backend,
+        "backend_details": artifact.details,
+        "quantize": job.quantize,
+        "threads": job.threads,
+        "files": [file_entry(directory, name) for name in artifact.files],
+        "inputs": [asdict(s) for s in artifact.inputs],
+        "outputs": [asdict(s) for s in artifact.outputs],
+        "params_before": summary["params_before"],
+        "params_after": summary["params_after"],
+        "flops_before": summary["flops_before"],
+        "flops_after": summary["flops_after"],
+        "pruning": {k: summary[k] for k in ("ratio", "budget", "kinds", "importance", "allocation", "calibration",
+                                            "reconstruct", "groups_pruned", "units_removed")},
+        "max_abs_diff_pruned_vs_original": summary["max_abs_diff_vs_original"],
+        "verification": checks,
+        "latency": latency,
+        "notes": notes,
+        "step_seconds": steps,
+        "host": {"arch": platform.machine(), "torch": torch.__version__},
+    }
+
+
+def markdown(manifest: dict[str, Any]) -> str:
+    """The human-readable report beside the manifest."""
+    m = manifest
+    lat = m["latency"]
+    lines = [
+        f"# prunec compile {m['model']} for {m['target']} ({m['backend']})", "",
+        f"- params: {m['params_before']:,} -> {m['params_after']:,}",
+        f"- FLOPs: {m['flops_before']:,} -> {m['flops_after']:,} "
+        f"({m['flops_after'] / max(m['flops_before'], 1):.3f} of the original)",
+        f"- quantisation: {m['quantize']}",
+        f"- verification: max |artefact - PyTorch| = {m['verification']['max_abs_diff']:.3g}, relative L2 error "
+        f"{m['verification']['relative_l2_error']:.3g} (checked: {m['verification']['metric']} <= "
+        f"{m['verification']['tolerance']:.3g}); pruned vs original: {m['max_abs_diff_pruned_vs_original']:.3g}",
+        f"- latency: " + (f"median {lat['median_ms']} ms over {lat['repeat']} runs, {m['threads']} threads, "
+                          f"{lat['where']}" if lat else "not measured"),
+        "", "## Inputs and outputs", "", "| role | name | shape | dtype |", "|---|---|---|---|",
+    ]
+    for role in ("inputs", "outputs"):
+        lines += [f"| {role[:-1]} | {s['name']} | {list(s['shape'])} | {s['dtype']} |" for s in m[role]]
+    lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
+    lines += [f"| {f['path']} | {f['bytes']:,} | `{f['sha256']}` |" for f in m["files"]]
+    lines += ["", "## Steps (seconds)", ""] + [f"- {k}: {v}" for k, v in m["step_seconds"].items()]
+    if m["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {k}: {v}" for k, v in m["notes"].items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class PrunedProgram:
+    """The front half of a compile: the pruned model exported, with the inputs it was traced on and
+    the PyTorch reference outputs the artefact is verified against."""
+
+    outcome: PruneOutcome
+    program: torch.export.ExportedProgram
+    inputs: list[np.ndarray]
+    reference: list[np.ndarray]
+    calibration: tuple[tuple[np.ndarray, ...], ...]
+    steps: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _timed(steps: dict[str, float], on_stage: Callable[[str], None], name: str, fn: Callable[[], Any]) -> Any:
+    on_stage(name)
+    start = time.perf_counter()
+    value = fn()
+    steps[name] = round(time.perf_counter() - start, 3)
+    return value
+
+
+def prune_and_export(loaded: LoadedModel, job: CompileJob, preset: TargetPreset,
+                     on_stage: Callable[[str], None] = lambda _: None) -> PrunedProgram:
+    """Round widths (optional) → prune → export → reference outputs → calibration inputs (static int8)."""
+    steps: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    prune_job = job.prune
+    if job.round_widths:
+        prune_job = replace(prune_job, round_to=preset.width_multiple)
+        notes["width_rounding"] = f"kept channel/residual widths rounded to multiples of {preset.width_multiple}"
+    outcome = _timed(steps, on_stage, "prune", lambda: run_pruning(loaded, prune_job, on_stage))
+    program = _timed(steps, on_stage, "export", lambda: export_program(outcome))
+    inputs = flat_inputs(outcome.args, outcome.kwargs)
+    with torch.no_grad():
+        reference = flat_outputs(outcome.result.module(*outcome.args, **outcome.kwargs))
+    calibration = _timed(steps, on_stage, "read calibration", lambda: calibration_inputs(loaded, prune_job, inputs)) \
+        if job.quantize == "static" else ()
+    return PrunedProgram(outcome, program, inputs, reference, calibration, steps, notes)
+
+
+def lower_and_verify(loaded: LoadedModel, pruned: PrunedProgram, job: CompileJob, output: Path, *,
+                     overwrite: bool = False, on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Lower → load the runtime → verify → time → write the manifest and report, atomically into ``output``.
+
+    ``pruned`` may be lowered more than once (float and int8, several targets) with different jobs.
+    """
+    steps, notes = dict(pruned.steps), dict(pruned.notes)
+    preset, backend = _timed(steps, on_stage, "resolve target", lambda: resolve_target(job))
+    if job.quantize == "static" and not pruned.calibration:
+        raise ConfigError("--quantize static needs calibration data: pass --calib FILE")
+    options = CompileOptions(quantize=job.quantize, tuning=job.tuning, tuning_trials=job.tuning_trials,
+                             threads=job.threads, calibration=pruned.calibration)
+    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+        artifact = _timed(steps, on_stage, "lower", lambda: backend.compile(pruned.program, pruned.inputs, preset, tmp,
+                                                                           options))
+        runtime_manifest = {"threads": job.threads, "backend_details": artifact.details}
+        runner = _timed(steps, on_stage, "load runtime", lambda: backend.runner(tmp, runtime_manifest, preset))
+        checks = _timed(steps, on_stage, "verify",
+                        lambda: verify(runner, pruned.inputs, pruned.reference, job.effective_tolerance,
+                                       "max_abs" if job.quantize == "none" else "relative_l2"))
+        latency = None
+        if job.latency_repeat:
+            latency = _timed(steps, on_stage, "measure latency",
+                             lambda: measure_latency(runner, pruned.inputs, job.latency_repeat))
+            latency["where"] = artifact.details.get("runs_on", "this host")
+        manifest = build_manifest(loaded, job, preset, artifact, pruned.outcome, tmp, checks, latency, steps, notes)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (tmp / REPORT).write_text(markdown(manifest))
+    return manifest
+
+
+def compile_model(loaded: LoadedModel, job: CompileJob, output: Path, *, overwrite: bool = False,
+                  on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Prune ``loaded`` and compile it for ``job.target`` into ``output``; returns the manifest."""
+    job = job.resolved()
+    if Path(output).exists() and not overwrite:
+        raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
+    preset, _ = resolve_target(job)
+    pruned = prune_and_export(loaded, job, preset, on_stage)
+    return lower_and_verify(loaded, pruned, job, output, overwrite=overwrite, on_stage=on_stage)
+
+
+def load_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of a compiled directory (raises :class:`ConfigError` naming what is wrong)."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{directory} has no {MANIFEST}; pass a directory written by prunec compile")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); recompile with prunec compile") from None
+
+
+def load_runner(directory: Path, threads: int | None = None) -> tuple[dict[str, Any], Callable[[Sequence[np.ndarray]], list[np.ndarray]]]:
+    """The manifest and the backend's runner for a compiled directory (``threads`` overrides the manifest's)."""
+    manifest = load_manifest(directory)
+    missing = [k for k in ("backend", "target_preset", "inputs", "outputs") if k not in manifest]
+    if missing:
+        raise ConfigError(f"{Path(directory) / MANIFEST} lacks {', '.join(missing)}; recompile with prunec compile")
+    preset = _manifest_preset(manifest)
+    backend = get_backend(manifest["backend"])
+    reason = backend.missing(preset)
+    if reason:
+        raise ToolchainError(f"cannot run the {manifest['backend']} artefact here: {reason}")
+    if threads is not None:
+        manifest = {**manifest, "threads": threads}
+    return manifest, backend.runner(Path(directory), manifest, preset)
+
+
+def _manifest_preset(manifest: dict[str, Any]) -> TargetPreset:
+    # The preset is stored whole so that a directory compiled from a user's .toml runs without it.
+    data = dict(manifest["target_preset"])
+    data["llvm_features"] = tuple(data.get("llvm_features", ()))
+    try:
+        return TargetPreset(**data)
+    except TypeError as exc:
+        raise ConfigError(f"the manifest's target_preset does not fit this prunec ({exc}); recompile") from None
