@@ -102,13 +102,18 @@ class _StatsInterpreter(fx.Interpreter):
 
 @torch.no_grad()
 def collect_input_stats(gm: fx.GraphModule, batches: Iterable[tuple], kwargs: dict | None = None,
-                        covariance_for: Iterable[str] = ()) -> CalibrationStats:
+                        covariance_for: Iterable[str] = (), outputs: list | None = None) -> CalibrationStats:
     """Run ``gm`` on each calibration batch, accumulating input statistics of every reader layer
-    (and the input Gram matrices of the layers in ``covariance_for``)."""
+    (and the input Gram matrices of the layers in ``covariance_for``).
+
+    With ``outputs``, each batch's output is appended to it (streaming pruning feeds a block's
+    outputs to the next block without running it twice)."""
     stats = CalibrationStats()
     interp = _StatsInterpreter(gm, stats, set(covariance_for))
     for batch in batches:
         flat, _ = pytree.tree_flatten((tuple(batch), dict(kwargs or {})))
-        interp.run(*flat)
+        result = interp.run(*flat)
+        if outputs is not None:
+            outputs.append(result)
         stats.batches += 1
     return stats
