@@ -25,7 +25,7 @@ import json
 import resource
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -77,7 +77,12 @@ class StreamOutcome:
 
 
 def validate_stream_job(job: PruneJob) -> PruneJob:
-    """The resolved job, or a :class:`ConfigError` naming the option streaming cannot honour."""
+    """The resolved job, or a :class:`ConfigError` naming the option streaming cannot honour.
+
+    ``--kinds auto`` means the block-local kinds: channels with calibration (the in-memory default
+    too), channels and heads without."""
+    if job.kinds == "auto":
+        job = replace(job, kinds="channels" if job.calib else ",".join(STREAMABLE_KINDS))
     job = job.resolved()
     unsupported = [k for k in job.kind_tuple if k not in STREAMABLE_KINDS]
     if unsupported:
