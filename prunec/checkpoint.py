@@ -59,6 +59,16 @@ class ShardedReader:
         with safe_open(str(self.files[name]), framework="pt") as f:
             return torch.Size(f.get_slice(name).get_shape())
 
+    def rows(self, name: str, indices: torch.Tensor) -> torch.Tensor:
+        """Rows ``indices`` of a 2-D tensor (an embedding lookup), reading only those rows."""
+        from safetensors import safe_open
+
+        unique, inverse = torch.unique(indices.reshape(-1), return_inverse=True)
+        with safe_open(str(self.files[name]), framework="pt") as f:
+            view = f.get_slice(name)
+            picked = torch.cat([view[int(i) : int(i) + 1] for i in unique])
+        return picked[inverse].reshape(*indices.shape, picked.shape[-1])
+
     def dtype(self, name: str) -> torch.dtype:
         """A tensor's dtype, read from the shard header (no data loaded)."""
         from safetensors import safe_open
@@ -70,7 +80,7 @@ class ShardedReader:
         return SAFETENSORS_DTYPES[code]
 
     def load(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
-        """The named tensors, each a private copy (the shard's memory map is closed on return)."""
+        """The named tensors (safetensors copies them out of the shard, whose memory map is closed on return)."""
         from safetensors import safe_open
 
         by_file: dict[Path, list[str]] = {}
@@ -82,7 +92,7 @@ class ShardedReader:
         for file, wanted in by_file.items():
             with safe_open(str(file), framework="pt") as f:
                 for name in wanted:
-                    out[name] = f.get_tensor(name).clone()
+                    out[name] = f.get_tensor(name)
         return out
 
 

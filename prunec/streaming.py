@@ -21,6 +21,8 @@ couples every block and needs the whole model's scores; it is not streamed.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import resource
 import shutil
@@ -141,10 +143,9 @@ def _block_inputs(skeleton: _Skeleton, reader: Any, batches: list[tuple], dtype:
     The causal mask is materialised as a boolean tensor, as the traced whole model does, so that
     attention runs the same kernel path as in :func:`prunec.prune`.
     """
-    embed_name = "model.embed_tokens.weight"
-    embedding = reader.load([embed_name])[embed_name].to(dtype)
-    hidden = [(torch.nn.functional.embedding(batch[0], embedding),) for batch in batches]
-    del embedding
+    # Only the rows of the tokens used are read; an embedding lookup is a copy, so looking up in
+    # the stored dtype and casting equals casting the matrix first (as in-memory loading does).
+    hidden = [(reader.rows("model.embed_tokens.weight", batch[0]).to(dtype),) for batch in batches]
     b, s = batches[0][0].shape
     position_ids = torch.arange(s).unsqueeze(0)
     with torch.no_grad():
@@ -153,9 +154,12 @@ def _block_inputs(skeleton: _Skeleton, reader: Any, batches: list[tuple], dtype:
     return hidden, {"attention_mask": mask, "position_embeddings": position_embeddings, "position_ids": position_ids}
 
 
-def _prune_block(block: torch.nn.Module, hidden: list[tuple], kwargs: dict, job: PruneJob,
-                 calibrated: bool) -> tuple[Analysis, dict[int, tuple[int, ...]], list[Any]]:
-    """Trace, analyse, score, refit and shrink one block; returns its analysis, plan and unpruned outputs."""
+def _prune_block(block: torch.nn.Module, hidden: list[tuple], kwargs: dict, job: PruneJob, calibrated: bool,
+                 release: Callable[[], None]) -> tuple[Analysis, dict[int, tuple[int, ...]], list[Any]]:
+    """Trace, analyse, score, refit and shrink one block; returns its analysis, plan and unpruned outputs.
+
+    ``release`` drops the caller's references to the block's tensors once the traced graph holds
+    them, so that each original tensor is freed as soon as removal replaces it."""
     from prunec.passes.bias_compensation import BiasCompensation
     from prunec.passes.reconstruction import LeastSquaresReconstruction
     from prunec.passes.structured_removal import RemovalPlan, StructuredRemoval
@@ -163,6 +167,8 @@ def _prune_block(block: torch.nn.Module, hidden: list[tuple], kwargs: dict, job:
     estimator = get_importance(job.importance)
     analysis = analyze(block, hidden[0], kwargs, keep_interface=True)
     gm = analysis.graph_module
+    gm.meta.pop("prunec_exported_program", None)  # it would keep every original tensor alive
+    release()
     groups = select_groups(analysis, job.kind_tuple)
     inputs = ScoringInputs({name: get_path(gm, name) for name in analysis.slots})
     outputs: list[Any] = []
@@ -174,10 +180,12 @@ def _prune_block(block: torch.nn.Module, hidden: list[tuple], kwargs: dict, job:
     scores = score_groups(analysis, groups, job.importance, inputs)
     removed = plan_removal(analysis, scores, ratio=job.ratio, kinds=job.kind_tuple, allocation=job.allocation,
                            widths=dict(job.widths) or None)
-    if job.reconstruct and inputs.stats is not None:
-        LeastSquaresReconstruction(analysis, removed, inputs.stats)(gm)
-    elif job.bias_compensation and inputs.stats is not None:
-        BiasCompensation(analysis, removed, inputs.stats)(gm)
+    stats = inputs.stats
+    del inputs  # it references the unpruned tensors, which removal should free as it replaces them
+    if job.reconstruct and stats is not None:
+        LeastSquaresReconstruction(analysis, removed, stats)(gm)
+    elif job.bias_compensation and stats is not None:
+        BiasCompensation(analysis, removed, stats)(gm)
     StructuredRemoval(analysis, RemovalPlan(removed))(gm)
     return analysis, removed, outputs
 
@@ -264,12 +272,13 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
             on_stage(f"block {index + 1}/{skeleton.n_blocks}")
             prefix = f"{BLOCK_PREFIX}{index}."
             names = [n for n in reader.names if n.startswith(prefix)]
-            tensors = {n[len(prefix):]: t.to(compute_dtype) for n, t in reader.load(names).items()}
+            stored = reader.load(names)
+            tensors = {n[len(prefix):]: stored.pop(n).to(compute_dtype) for n in names}  # one cast copy at a time
             outcome.params_before += sum(t.numel() for t in tensors.values())
             block = skeleton.block(index, tensors)
-            del tensors
-            analysis, removed, outputs = _prune_block(block, hidden, kwargs, job, calibrated)
-            skeleton.release(index)
+            del tensors, block
+            analysis, removed, outputs = _prune_block(skeleton.model.model.layers[index], hidden, kwargs, job,
+                                                      calibrated, release=lambda: skeleton.release(index))
             state = {k: v for k, v in analysis.graph_module.state_dict().items()}
             if layout is None:
                 layout = _BlockLayout(skeleton, reader.shape("model.embed_tokens.weight"), state)
@@ -277,7 +286,8 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
             outcome.params_after += sum(t.numel() for t in pruned.values())
             writer.write(pruned)
             outcome.removed[index] = _units_by_kind(analysis, removed)
-            del analysis, state, pruned, block
+            del analysis, state, pruned
+            _release_memory()
             if outputs:
                 hidden = [(o if isinstance(o, torch.Tensor) else o[0],) for o in outputs]
         outcome.params_after += sum(reader.shape(n).numel() for n in side)
@@ -292,6 +302,16 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
         outcome.peak_rss_bytes = _peak_rss()
         (tmp / "report.json").write_text(json.dumps(outcome.summary(), indent=2))
     return outcome
+
+
+def _release_memory() -> None:
+    """Free the finished block now: traced graphs hold reference cycles, and glibc keeps freed
+    heap pages unless asked to return them (otherwise resident memory creeps up block by block)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _reader(checkpoint: Path) -> ShardedReader:
