@@ -21,6 +21,7 @@ couples every block and needs the whole model's scores; it is not streamed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -37,6 +38,7 @@ from prunec.analysis.analyze import Analysis
 from prunec.attrs import get_path
 from prunec.calibration import CalibrationConfig, load_calibration
 from prunec.checkpoint import ShardedReader, ShardedWriter
+from prunec.distributed import is_main_process, shard_batches
 from prunec.errors import ConfigError, ModelLoadError
 from prunec.importance import ScoringInputs, get_importance
 from prunec.output import atomic_output_dir
@@ -256,14 +258,18 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
         batches = load_calibration(job.calib, tokenizer, CalibrationConfig(job.calib_samples, job.calib_seq_len))
         if len({tuple(b[0].shape) for b in batches}) != 1:
             raise ConfigError("calibration batches differ in shape; give samples of one length")
+        batches = shard_batches(batches)
     else:
         batches = [(torch.zeros(1, seq_len, dtype=torch.long),)]
     on_stage("embedding the calibration tokens")
     hidden, kwargs = _block_inputs(skeleton, reader, batches, compute_dtype)
     side = _non_block_names(reader, skeleton)
-    with atomic_output_dir(Path(output), overwrite=force) as tmp:
+    # Under torch.distributed every process computes (each on its share of the calibration set,
+    # the statistics all-reduced); only rank 0 writes.
+    main = is_main_process()
+    with (atomic_output_dir(Path(output), overwrite=force) if main else contextlib.nullcontext()) as tmp:
         # One shard per non-block tensor (copied unchanged, one at a time) and one per block.
-        writer = ShardedWriter(tmp, skeleton.n_blocks + len(side))
+        writer = ShardedWriter(tmp, skeleton.n_blocks + len(side)) if main else _Discard()
         layout: _BlockLayout | None = None
         for name in side:
             writer.write(reader.load([name]))
@@ -293,15 +299,26 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
         outcome.params_after += sum(reader.shape(n).numel() for n in side)
         writer.finish()
         assert layout is not None
-        layout.config.save_pretrained(tmp)
         outcome.config = layout.config.to_dict()
-        for file in SIDE_FILES:
-            if (checkpoint / file).exists():
-                shutil.copy2(checkpoint / file, tmp / file)
         outcome.seconds = time.perf_counter() - start
         outcome.peak_rss_bytes = _peak_rss()
-        (tmp / "report.json").write_text(json.dumps(outcome.summary(), indent=2))
+        if main:
+            layout.config.save_pretrained(tmp)
+            for file in SIDE_FILES:
+                if (checkpoint / file).exists():
+                    shutil.copy2(checkpoint / file, tmp / file)
+            (tmp / "report.json").write_text(json.dumps(outcome.summary(), indent=2))
     return outcome
+
+
+class _Discard:
+    """The writer of processes other than rank 0: they compute the same blocks and write nothing."""
+
+    def write(self, tensors: Any) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
 
 
 def _release_memory() -> None:

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from prunec.cli.common import app, clean_errors, out, progress_bar
+from prunec.distributed import init_from_environment, is_main_process
 from prunec.errors import OutputExistsError
 from prunec.models import load_model
 from prunec.output import atomic_output_dir
@@ -44,7 +45,11 @@ def prune_cmd(
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report."""
+    """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report.
+
+    Under torchrun, the calibration batches are shared out over the processes and the statistics
+    all-reduced; rank 0 writes the outputs."""
+    init_from_environment()
     job = PruneJob(ratio=ratio, budget=budget, kinds=kinds, widths=parse_widths(width), importance=importance,
                    allocation=allocation, calib=calib, calib_samples=calib_samples, calib_seq_len=calib_seq_len,
                    reconstruct=reconstruct, bias_compensation=bias_compensation, recover=recover,
@@ -61,6 +66,8 @@ def prune_cmd(
         loaded = load_model(model, seq_len=seq_len)
         loaded.name = model
         outcome = run_pruning(loaded, job, lambda stage: progress.update(task, description=stage))
+        if not is_main_process():
+            return  # under torchrun, rank 0 writes and reports
         progress.update(task, description=f"writing {output}")
         with atomic_output_dir(output, overwrite=force) as tmp:
             write_prune_outputs(tmp, outcome, loaded, f"prunec prune {model}")
@@ -99,6 +106,8 @@ def _stream(checkpoint: Path, output: Path, job: PruneJob, *, force: bool, seq_l
         task = progress.add_task(f"streaming {checkpoint}", total=None)
         outcome = stream_prune(checkpoint, output, job, force=force, seq_len=seq_len,
                                on_stage=lambda stage: progress.update(task, description=stage))
+    if not is_main_process():
+        return
     summary = outcome.summary()
     if json_out:
         print(json.dumps({k: v for k, v in summary.items() if k != "removed"}, indent=2))
