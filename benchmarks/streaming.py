@@ -13,6 +13,8 @@ Protocol:
    another fresh subprocess, written back with ``to_pretrained`` and saved in bf16.
 4. Compare: the units removed per block and kind, and every tensor of the two outputs
    (``torch.equal``); and the streamed peak RSS against a third of the checkpoint's size.
+   The parent process does no work of its own (Linux carries a process's peak RSS over fork + exec
+   into the child's ``ru_maxrss``), so each figure is its subprocess's own.
 
     python benchmarks/streaming.py                          # default recipe: fluctuation + reconstruction
     python benchmarks/streaming.py --no-reconstruct         # fluctuation without the least-squares refit
@@ -149,15 +151,21 @@ def main() -> None:
     parser.add_argument("--importance", default="fluctuation")
     parser.add_argument("--no-reconstruct", action="store_true")
     parser.add_argument("--skip-in-memory", action="store_true")
-    parser.add_argument("--child", choices=["stream", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["generate", "stream", "memory"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.dir = args.dir or Path(f"/tmp/prunec-stream-bench/ckpt{args.blocks}")
+    if args.child == "generate":
+        generate(args.dir, args.blocks, args.blocks_per_shard, args.samples, args.seq_len)
+        print(json.dumps({}))
+        return
     if args.child:
         print(json.dumps(child_stream(args) if args.child == "stream" else child_memory(args)))
         return
     if not (args.dir / "config.json").exists():
+        # In a subprocess too: Linux carries a process's peak RSS across fork + exec, so a parent
+        # that had generated the checkpoint would pass its peak on to the measured children.
         t = time.perf_counter()
-        generate(args.dir, args.blocks, args.blocks_per_shard, args.samples, args.seq_len)
+        _run_child("generate", sys.argv[1:])
         print(f"generated {args.dir} in {time.perf_counter() - t:.1f}s")
     argv = [a for a in sys.argv[1:]]
     args.out.mkdir(parents=True, exist_ok=True)
