@@ -43,7 +43,7 @@ from prunec.errors import ConfigError, ModelLoadError
 from prunec.importance import ScoringInputs, get_importance
 from prunec.output import atomic_output_dir
 from prunec.pipeline import PruneJob
-from prunec.prune import analyze, count_parameters, plan_removal, score_groups, select_groups
+from prunec.prune import analyze, plan_removal, score_groups, select_groups
 from prunec.stats import collect_input_stats
 
 # Families whose checkpoints name blocks model.layers.{i}. and whose config the write-back understands.
