@@ -61,22 +61,15 @@ class LeastSquaresReconstruction:
             node = linears[name][0]
             weight = get_path(gm, name)
             w = weight.detach().double()
-            d = w.shape[1]
             st = self.stats.inputs[name]
             n = max(st.count, 1)
-            c = torch.empty(d + 1, d + 1, dtype=torch.float64)
-            c[:d, :d] = self.stats.gram[name] / n
-            c[:d, d] = c[d, :d] = st.total / n
-            c[d, d] = 1.0
             bias_node = node.args[2] if len(node.args) > 2 else None
             b = get_path(gm, str(bias_node.target)).detach().double() if bias_node is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-            keep = np.setdiff1d(np.arange(d), lost)
-            k_plus = torch.as_tensor(np.append(keep, d), dtype=torch.long)
-            a = c[k_plus][:, k_plus]
-            a = a + self.damping * torch.diagonal(a).mean() * torch.eye(len(k_plus), dtype=torch.float64)
-            wb = torch.cat([w, b[:, None]], dim=1)
-            rhs = wb @ c[:, k_plus]
+            keep = np.setdiff1d(np.arange(w.shape[1]), lost)
+            a, rhs = _normal_equations(self.stats.gram[name], st.total, n, w, b,
+                                       torch.as_tensor(keep, dtype=torch.long), self.damping)
             solved = torch.linalg.solve(a, rhs.T).T  # (out, |K|+1)
+            del a, rhs
             new_w = torch.zeros_like(w)
             new_w[:, torch.as_tensor(keep, dtype=torch.long)] = solved[:, :-1]
             set_tensor(gm, name, new_w.to(weight.dtype))
@@ -85,3 +78,28 @@ class LeastSquaresReconstruction:
             changed = True
         gm.recompile()
         return PassResult(gm, modified=changed)
+
+
+def _normal_equations(gram: torch.Tensor, total: torch.Tensor, n: int, w: torch.Tensor, b: torch.Tensor,
+                      keep: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``A = C[K+, K+] + damping`` and ``rhs = [W, b] C[:, K+]`` for ``C`` the second moment of ``[x; 1]``.
+
+    Built block by block from the Gram matrix, without materialising ``C`` or ``C[:, K+]``
+    (each as large as the Gram matrix: for a wide FFN, the memory that dominates the refit).
+    """
+    k = len(keep)
+    mean = total / n
+    kept_mean = mean[keep]
+    a = torch.empty(k + 1, k + 1, dtype=torch.float64)
+    a[:k, :k] = gram[keep[:, None], keep[None, :]]
+    a[:k, :k] /= n
+    a[:k, k] = kept_mean
+    a[k, :k] = kept_mean
+    a[k, k] = 1.0
+    a.diagonal().add_(damping * a.diagonal().mean())
+    rhs = torch.empty(w.shape[0], k + 1, dtype=torch.float64)
+    rhs[:, :k] = (w @ gram)[:, keep]
+    rhs[:, :k] /= n
+    rhs[:, :k] += b[:, None] * kept_mean[None, :]
+    rhs[:, k] = w @ mean + b
+    return a, rhs

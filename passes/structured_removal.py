@@ -178,13 +178,14 @@ class Rewriter:
 
 
 def slice_tensors(analysis: Analysis, rw: Rewriter) -> int:
-    """Slice every member tensor; return how many tensors changed."""
+    """Slice every member tensor; return how many tensors changed.
+
+    Each tensor is replaced as soon as it is sliced, so that the unpruned one can be freed
+    before the next is copied (peak memory: the model plus one tensor, not two models)."""
     gm = analysis.graph_module
     changed = 0
-    new_values: dict[str, torch.Tensor] = {}
     for name, slot in analysis.slots.items():
-        tensor = get_path(gm, name)
-        data = tensor.detach()
+        data = get_path(gm, name).detach()
         touched = False
         for d, lay in enumerate(slot.dims):
             kept = kept_positions(analysis.table, lay, rw.kept_1d, rw.kept_pairs)
@@ -192,11 +193,11 @@ def slice_tensors(analysis: Analysis, rw: Rewriter) -> int:
                 index = torch.as_tensor(kept, dtype=torch.long, device=data.device)
                 data = data.index_select(d, index)
                 touched = True
-        if touched:
-            new_values[name] = data.contiguous()
-            changed += 1
-    for name, value in new_values.items():
-        set_tensor(gm, name, value)
+        if not touched:
+            continue
+        set_tensor(gm, name, data.contiguous())
+        del data
+        changed += 1
         # Tied aliases must keep pointing at the very same Parameter object.
         first = get_path(gm, name)
         for alias in analysis.aliases[name]:

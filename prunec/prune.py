@@ -15,6 +15,7 @@ from prunec.analysis.analyze import Analysis, analyze_graph
 from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group
 from prunec.attrs import get_path
 from prunec.budget import Budget, ParamCounter, solve_prefix, solve_ratio
+from prunec.distributed import shard_batches
 from prunec.errors import ConfigError
 from prunec.gradients import accumulate_gradients
 from prunec.importance import ScoringInputs, get_importance
@@ -218,13 +219,15 @@ def prune(
     tensors = {name: get_path(gm, name) for name in analysis.slots}
     inputs = ScoringInputs(tensors)
     groups = select_groups(analysis, kinds)
+    # Under torch.distributed each process calibrates on its share; the sums are all-reduced.
+    shard = shard_batches(calibration) if calibration else calibration
     if calibration and ("activations" in estimator.needs or bias_compensation or reconstruct):
         # Gram matrices only for the linear layers that read prunable units (reconstruction targets).
         wants_gram = reconstruct or "gram" in estimator.needs
         readers = {m.name for g in groups for m in g.members if m.dim == 1 and not m.shared} if wants_gram else ()
-        inputs.stats = collect_input_stats(gm, calibration, example_kwargs, covariance_for=readers)
+        inputs.stats = collect_input_stats(gm, shard, example_kwargs, covariance_for=readers)
     if calibration and "gradients" in estimator.needs:
-        inputs.grads = accumulate_gradients(gm, calibration, analysis.slots)
+        inputs.grads = accumulate_gradients(gm, shard, analysis.slots)
     scores = score_groups(analysis, groups, importance, inputs)
     removed = plan_removal(analysis, scores, ratio=ratio, kinds=kinds, allocation=allocation, budget=budget,
                            widths=widths, model=model, round_to=round_to)

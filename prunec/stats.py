@@ -102,13 +102,41 @@ class _StatsInterpreter(fx.Interpreter):
 
 @torch.no_grad()
 def collect_input_stats(gm: fx.GraphModule, batches: Iterable[tuple], kwargs: dict | None = None,
-                        covariance_for: Iterable[str] = ()) -> CalibrationStats:
+                        covariance_for: Iterable[str] = (), outputs: list | None = None) -> CalibrationStats:
     """Run ``gm`` on each calibration batch, accumulating input statistics of every reader layer
-    (and the input Gram matrices of the layers in ``covariance_for``)."""
+    (and the input Gram matrices of the layers in ``covariance_for``).
+
+    With ``outputs``, each batch's output is appended to it (streaming pruning feeds a block's
+    outputs to the next block without running it twice).
+
+    Under ``torch.distributed`` each process passes its own share of the batches
+    (:func:`prunec.distributed.shard_batches`); the sums are all-reduced, so every process
+    returns the statistics of the whole calibration set."""
     stats = CalibrationStats()
     interp = _StatsInterpreter(gm, stats, set(covariance_for))
     for batch in batches:
         flat, _ = pytree.tree_flatten((tuple(batch), dict(kwargs or {})))
-        interp.run(*flat)
+        result = interp.run(*flat)
+        if outputs is not None:
+            outputs.append(result)
         stats.batches += 1
+    _all_reduce(stats)
     return stats
+
+
+def _all_reduce(stats: CalibrationStats) -> None:
+    """Sum the statistics over all processes (no-op without a process group): they are all sums."""
+    from prunec import distributed
+
+    if not distributed.is_distributed():
+        return
+    names = sorted(stats.inputs)
+    distributed.check_same_keys(names + [f"gram:{n}" for n in sorted(stats.gram)], "calibration statistics")
+    for name in names:
+        entry = stats.inputs[name]
+        distributed.all_reduce_sum(entry.total)
+        distributed.all_reduce_sum(entry.squares)
+        entry.count = distributed.all_reduce_count(entry.count)
+    for name in sorted(stats.gram):
+        distributed.all_reduce_sum(stats.gram[name])
+    stats.batches = distributed.all_reduce_count(stats.batches)

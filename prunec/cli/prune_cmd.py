@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from prunec.cli.common import app, clean_errors, out, progress_bar
+from prunec.distributed import init_from_environment, is_main_process
 from prunec.errors import OutputExistsError
 from prunec.models import load_model
 from prunec.output import atomic_output_dir
@@ -39,22 +40,34 @@ def prune_cmd(
     max_step_regression: float = typer.Option(1.5, help="Roll back a step whose held-out metric worsens by more than this factor."),
     ignore: list[str] = typer.Option([], help="Parameter name or module prefix to leave untouched (repeatable)."),
     seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
+    stream: bool = typer.Option(False, help="Prune a sharded safetensors LLaMA-family checkpoint block by block "
+                                "(memory: one block + calibration activations); writes a HF directory."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report."""
+    """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report.
+
+    Under torchrun, the calibration batches are shared out over the processes and the statistics
+    all-reduced; rank 0 writes the outputs."""
+    init_from_environment()
     job = PruneJob(ratio=ratio, budget=budget, kinds=kinds, widths=parse_widths(width), importance=importance,
                    allocation=allocation, calib=calib, calib_samples=calib_samples, calib_seq_len=calib_seq_len,
                    reconstruct=reconstruct, bias_compensation=bias_compensation, recover=recover,
                    recover_steps=recover_steps, recover_lr=recover_lr, steps=steps,
-                   max_step_regression=max_step_regression, ignore=tuple(ignore)).resolved()
+                   max_step_regression=max_step_regression, ignore=tuple(ignore))
+    job = _streaming_job(job) if stream else job.resolved()
     if output.exists() and not force:
         raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
+    if stream:
+        _stream(Path(model), output, job, force=force, seq_len=seq_len, json_out=json_out)
+        return
     with progress_bar() as progress:
         task = progress.add_task(f"loading {model}", total=None)
         loaded = load_model(model, seq_len=seq_len)
         loaded.name = model
         outcome = run_pruning(loaded, job, lambda stage: progress.update(task, description=stage))
+        if not is_main_process():
+            return  # under torchrun, rank 0 writes and reports
         progress.update(task, description=f"writing {output}")
         with atomic_output_dir(output, overwrite=force) as tmp:
             write_prune_outputs(tmp, outcome, loaded, f"prunec prune {model}")
@@ -78,3 +91,29 @@ def prune_cmd(
         out.print(f"Hugging Face model (stock from_pretrained loads it): {output}/{hf_dir}")
     elif hf_dir:
         out.print(f"no Hugging Face directory: {hf_dir}")
+
+
+def _streaming_job(job: PruneJob) -> PruneJob:
+    from prunec.streaming import validate_stream_job
+
+    return validate_stream_job(job)
+
+
+def _stream(checkpoint: Path, output: Path, job: PruneJob, *, force: bool, seq_len: int, json_out: bool) -> None:
+    from prunec.streaming import stream_prune
+
+    with progress_bar() as progress:
+        task = progress.add_task(f"streaming {checkpoint}", total=None)
+        outcome = stream_prune(checkpoint, output, job, force=force, seq_len=seq_len,
+                               on_stage=lambda stage: progress.update(task, description=stage))
+    if not is_main_process():
+        return
+    summary = outcome.summary()
+    if json_out:
+        print(json.dumps({k: v for k, v in summary.items() if k != "removed"}, indent=2))
+        return
+    out.print(f"[bold]{checkpoint}[/] streamed: params {outcome.params_before:,} -> {outcome.params_after:,} "
+              f"(-{summary['params_removed_fraction']:.1%}), {len(outcome.removed)} blocks, "
+              f"peak RSS {outcome.peak_rss_bytes / 2**30:.2f} GiB for a {outcome.checkpoint_bytes / 2**30:.2f} GiB "
+              f"checkpoint, {outcome.seconds:.1f}s")
+    out.print(f"Hugging Face model (stock from_pretrained loads it): {output}; per-block removals in {output}/report.json")

@@ -7,6 +7,7 @@ from prunec.rules import (  # noqa: F401  (imported for their registrations)
     creation,
     embedding,
     linear,
+    moe,
     norm,
     pointwise,
     reduction,

@@ -1,8 +1,9 @@
 """The op-rule registry: how each ATen op couples the dimensions of its inputs and outputs.
 
 Rules are data keyed by op (an ``OpOverload``, its ``OpOverloadPacket`` or a plain
-Python callable such as ``operator.getitem``); one op family per module in
-``prunec.rules``.  A rule has two parts:
+Python callable such as ``operator.getitem``), or by the exact qualified schema name
+(``"transformers::grouped_mm_fallback"``) for custom ops that a library registers only once it
+is imported; one op family per module in ``prunec.rules``.  A rule has two parts:
 
 * ``analyze(ctx, node)`` sets the layouts of the node's output dimensions and
   unifies the layouts of coupled input dimensions (see ``prunec.analysis.context``);
@@ -46,12 +47,13 @@ def register_rule(*targets: Any, rewrite: RewriteFn | None = None) -> Callable[[
 
 
 def lookup_rule(target: Any) -> Rule | None:
-    """The rule for ``target``: an exact overload first, then its overload packet."""
+    """The rule for ``target``: an exact overload first, then its overload packet, then the
+    packet's qualified schema name."""
     rule = _RULES.get(target)
     if rule is None:
         packet = getattr(target, "overloadpacket", None)
         if packet is not None:
-            rule = _RULES.get(packet)
+            rule = _RULES.get(packet) or _RULES.get(getattr(packet, "_qualified_op_name", None))
     return rule
 
 
