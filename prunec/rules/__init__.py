@@ -6,6 +6,7 @@ from prunec.rules import (  # noqa: F401  (imported for their registrations)
     conv,
     creation,
     embedding,
+    indexing,
     linear,
     norm,
     pointwise,

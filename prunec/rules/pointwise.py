@@ -31,7 +31,7 @@ UNARY_AND_NARY = [
     aten.__and__, aten.__or__, aten.lerp, aten.addcmul, aten.addcdiv, aten.tril, aten.triu,
     # copies, casts, no-op views
     aten.clone, aten.contiguous, aten.alias, aten.detach, aten.lift_fresh_copy, aten._to_copy,
-    aten.to, aten.type_as, aten.dropout,
+    aten.to, aten.type_as, aten.dropout, aten.dropout_,
     aten.feature_dropout, aten.alpha_dropout, aten.zeros_like, aten.ones_like, aten.empty_like,
     aten.full_like, aten.rand_like, aten.randn_like, aten.copy, aten.fill, aten.bernoulli,
 ]
