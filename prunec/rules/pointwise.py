@@ -72,6 +72,10 @@ def _joined_dims(ctx: AnalysisContext, node: fx.Node, tensors: list[fx.Node], ou
     return out
 
 
+# Binary overloads of reduction ops (``torch.min(a, b)``) are elementwise; exact overloads win the lookup.
+register_rule(aten.min.other, aten.max.other)(pointwise)
+
+
 @register_rule(aten._assert_tensor_metadata, aten._assert_scalar, aten.sym_constrain_range_for_size,
                aten._assert_async, aten.sym_constrain_range)
 def no_output(ctx: AnalysisContext, node: fx.Node) -> None:
