@@ -40,6 +40,7 @@ def prune_cmd(
     ignore: list[str] = typer.Option([], help="Parameter name or module prefix to leave untouched (repeatable)."),
     seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code from the model files to run (full pickles, Hugging Face custom code). Only for files you trust."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report."""
@@ -52,7 +53,7 @@ def prune_cmd(
         raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
     with progress_bar() as progress:
         task = progress.add_task(f"loading {model}", total=None)
-        loaded = load_model(model, seq_len=seq_len)
+        loaded = load_model(model, seq_len=seq_len, trust_remote_code=trust_remote_code)
         loaded.name = model
         outcome = run_pruning(loaded, job, lambda stage: progress.update(task, description=stage))
         progress.update(task, description=f"writing {output}")
