@@ -13,6 +13,7 @@ import torch.fx as fx
 
 from prunec.analysis.axes import UNIT
 from prunec.analysis.context import AnalysisContext
+from prunec.rules._common import freeze_where_not_zero
 from prunec.rules.registry import register_rule
 
 aten = torch.ops.aten
@@ -46,6 +47,8 @@ def _reduce(ctx: AnalysisContext, node: fx.Node, freeze_reason: str | None) -> N
         if i in reduced:
             if freeze_reason:
                 ctx.freeze(lay, freeze_reason)
+            else:
+                freeze_where_not_zero(ctx, x, lay, str(node.target.overloadpacket.__name__))
             if keep:
                 out.append(UNIT)
         else:

@@ -120,9 +120,7 @@ CASES: list[ZooCase] = [
     _c("tied_lm_head", "hand", F["tied_lm_head"]),
     _c("weight_sharing", "hand", F["weight_sharing"]),
     _c("glu_swiglu", "hand", F["glu_swiglu"], "no rule for aten.glu.default"),
-    _c("mlp_mixer", "hand", F["mlp_mixer"], known_bug=(
-        "token-mixing bias is broadcast over the residual channels, so a zero-weight channel is not dead and "
-        "the next LayerNorm's statistics read it: the dead-unit guarantee does not hold (see docs/zoo.md)")),
+    _c("mlp_mixer", "hand", F["mlp_mixer"]),
     _c("lstm", "hand", F["lstm"], LSTM_REASON, min_removed=0.03, limitation=(
         "aten.lstm has no rule: the LSTM's input and hidden widths are frozen; the FFN after it is pruned"), onnx=True),
     _c("gru", "hand", F["gru"], "no rule for aten.gru.input", min_removed=0.03, limitation=(
