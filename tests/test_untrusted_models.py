@@ -118,3 +118,17 @@ def test_checkpoint_without_config_says_what_is_missing(tmp_path) -> None:
     save_file({"w": torch.zeros(3)}, tmp_path / "w.safetensors")
     with pytest.raises(prunec.ModelLoadError, match="config.json next to it"):
         load_model(str(tmp_path / "w.safetensors"))
+
+
+def test_loaders_that_unpickle_internally_are_forced_to_weights_only(tmp_path) -> None:
+    """torch.export.load (.pt2) and transformers' .bin loading call torch.load(weights_only=False)
+    for some payloads; prunec runs them under torch's own switch, which overrides that."""
+    from prunec.safe_load import weights_only_loads
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "payload.pt"
+    _evil_checkpoint(evil, marker)
+    with weights_only_loads(), pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(evil, weights_only=False)
+    assert not marker.exists()
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ, "the switch is restored afterwards"
