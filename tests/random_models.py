@@ -3,7 +3,7 @@
 A model is a *program*: a list of op specs over a growing list of values, each a
 ``(batch, seq, width)`` tensor.  Ops: linear, activation, residual add, gating
 multiply, concat (two or three operands, uneven widths), uneven split, chunk,
-layer/RMS norm, multi-head attention (reshape into heads, SDPA, merge back),
+layer/RMS norm, multi-head attention (reshape into heads, SDPA or einsum, merge back),
 grouped-query attention (fewer KV heads, repeated to the query heads), a
 broadcasting per-channel scale, a broadcasting per-token gate (``x * sigmoid(w.x)``,
 a ``(b, s, 1)`` factor), mean-centering (``x - x.mean(-1, keepdim=True)``), and
@@ -56,7 +56,7 @@ class ProgramModel(nn.Module):
                 widths += [a[1], widths[a[0]] - a[1]]
             elif k == "chunk":
                 widths += [widths[a[0]] // 2] * 2
-            elif k == "attn":
+            elif k in ("attn", "eattn"):
                 src, heads, head_dim, v_dim = a
                 w = widths[src]
                 self.layers[str(i)] = nn.ModuleList([nn.Linear(w, heads * head_dim), nn.Linear(w, heads * head_dim),
@@ -116,6 +116,17 @@ class ProgramModel(nn.Module):
                 v = v_proj(h).view(b, s, heads, v_dim).transpose(1, 2)
                 o = F.scaled_dot_product_attention(q, kk, v).transpose(1, 2).reshape(b, s, heads * v_dim)
                 vals.append(o_proj(o))
+            elif k == "eattn":
+                # The same attention written with einsum (scores scaled by the original head_dim).
+                src, heads, head_dim, v_dim = a
+                q_proj, k_proj, v_proj, o_proj = self.layers[str(i)]
+                h = vals[src]
+                b, s, _ = h.shape
+                q = q_proj(h).view(b, s, heads, head_dim)
+                kk = k_proj(h).view(b, s, heads, head_dim)
+                v = v_proj(h).view(b, s, heads, v_dim)
+                att = (torch.einsum("bnhd,bmhd->bhnm", q, kk) / head_dim ** 0.5).softmax(-1)
+                vals.append(o_proj(torch.einsum("bhnm,bmhd->bnhd", att, v).reshape(b, s, heads * v_dim)))
             elif k == "gqa":
                 # LLaMA's repeat_kv: expand the KV heads to the query heads, then attend.
                 src, kv, rep, head_dim = a
@@ -150,7 +161,7 @@ def programs(draw, max_ops: int = 7) -> tuple[int, list[Op]]:
     ops: list[Op] = []
     for _ in range(draw(st.integers(1, max_ops))):
         choices = ["linear", "linear", "act", "norm", "rms", "scale", "add", "mul", "cat", "split", "chunk", "attn",
-                   "gqa", "gate", "center", "cat3", "chain"]
+                   "eattn", "gqa", "gate", "center", "cat3", "chain"]
         kind = draw(st.sampled_from(choices))
         src = draw(st.integers(0, len(widths) - 1))
         w = widths[src]
@@ -179,7 +190,7 @@ def programs(draw, max_ops: int = 7) -> tuple[int, list[Op]]:
         elif kind == "chunk" and w >= 4 and w % 2 == 0:
             ops.append(Op(kind, (src,)))
             widths += [w // 2, w // 2]
-        elif kind == "attn":
+        elif kind in ("attn", "eattn"):
             heads = draw(st.integers(1, 4))
             ops.append(Op(kind, (src, heads, draw(st.integers(2, 4)), draw(st.integers(2, 4)))))
             widths.append(w)
@@ -199,7 +210,7 @@ def programs(draw, max_ops: int = 7) -> tuple[int, list[Op]]:
     return in_width, ops
 
 
-OP_KINDS = ("linear", "act", "norm", "rms", "scale", "add", "mul", "cat", "split", "chunk", "attn", "gqa", "gate",
+OP_KINDS = ("linear", "act", "norm", "rms", "scale", "add", "mul", "cat", "split", "chunk", "attn", "eattn", "gqa", "gate",
             "center", "cat3", "chain")
 
 

@@ -5,6 +5,7 @@ from prunec.rules import (  # noqa: F401  (imported for their registrations)
     concat,
     conv,
     creation,
+    einsum,
     embedding,
     indexing,
     linear,
