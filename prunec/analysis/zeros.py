@@ -46,7 +46,7 @@ _NUMERATOR = {aten.div, aten.div_}
 # Sums: every operand must carry the axis and be zero there (a broadcast operand adds to dead units).
 _SUMS = {aten.add, aten.add_, aten.sub, aten.sub_}
 # Affine layers: the output features are the weight's rows (zeroed with the unit, bias too).
-_LAYERS = {aten.linear: 0, aten.conv1d: 1, aten.conv2d: 1, aten.conv3d: 1, aten.convolution: 1}
+_LAYERS = {aten.linear, aten.conv1d, aten.conv2d, aten.conv3d, aten.convolution}
 _NORMS = {aten.layer_norm, aten.rms_norm, aten.batch_norm, aten._native_batch_norm_legit_no_training,
           aten.group_norm, aten.native_layer_norm}
 
@@ -88,7 +88,7 @@ def _decide(ctx: Any, node: fx.Node, atom: int, memo: dict) -> bool:
     if packet in _LAYERS:
         w = node.args[1]
         bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-        if isinstance(w, fx.Node) and atom in {a for a in ctx.table.atoms(ctx.dim(w, 0))}:
+        if isinstance(w, fx.Node) and atom in set(ctx.table.atoms(ctx.dim(w, 0))):
             return True  # output features: zeroed rows and bias
         # The axis is a batch dim of the input: the layer's bias (if any) is added to it.
         x = node.args[0]
