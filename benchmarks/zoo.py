@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from models import randomize_  # noqa: E402
 from prunec.analysis.groups import KINDS  # noqa: E402
-from prunec.testing import _outputs, check_dead_unit_exactness  # noqa: E402
+from prunec.testing import check_dead_unit_exactness, flatten_outputs  # noqa: E402
 from zoo.cases import CASES  # noqa: E402
 
 
@@ -91,9 +91,9 @@ def _last_layer(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers[-1:]
 
 
-def _all_outputs(out):
+def _allflatten_outputs(out):
     """One scalar that depends on every floating-point output (Hugging Face models return ModelOutput)."""
-    return sum(t.sum() for t in _outputs(out) if t.is_floating_point())
+    return sum(t.sum() for t in flatten_outputs(out) if t.is_floating_point())
 
 
 def run_torch_pruning(case, budget: int) -> dict:
@@ -102,7 +102,7 @@ def run_torch_pruning(case, budget: int) -> dict:
     model, args, kwargs = case.build()
     randomize_(model)
     with torch.no_grad():
-        reference = [tuple(t.shape) for t in _outputs(model(*args, **kwargs))]
+        reference = [tuple(t.shape) for t in flatten_outputs(model(*args, **kwargs))]
     before = n_params(model)
     example = args[0] if len(args) == 1 and not kwargs else args
     stage = "graph"
@@ -116,7 +116,7 @@ def run_torch_pruning(case, budget: int) -> dict:
         pruner.step()
         stage = "run"
         with torch.no_grad():
-            shapes = [tuple(t.shape) for t in _outputs(model(*args, **kwargs))]
+            shapes = [tuple(t.shape) for t in flatten_outputs(model(*args, **kwargs))]
         signal.alarm(0)
     except Exception as exc:  # noqa: BLE001
         signal.alarm(0)
