@@ -91,7 +91,7 @@ def _last_layer(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers[-1:]
 
 
-def _allflatten_outputs(out):
+def _all_outputs(out):
     """One scalar that depends on every floating-point output (Hugging Face models return ModelOutput)."""
     return sum(t.sum() for t in flatten_outputs(out) if t.is_floating_point())
 
