@@ -10,7 +10,8 @@ The Python API in three calls::
 
 from prunec.analysis.analyze import Analysis
 from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group, Member
-from prunec.errors import ConfigError, ModelLoadError, OutputExistsError, PruneError, TraceError, TransformError
+from prunec.errors import (ConfigError, ModelLoadError, OutputExistsError, PruneError, TraceError, TransformError,
+                           UnsafeModelError)
 from prunec.prune import PruneResult, analyze, prune
 from prunec.trace import trace
 
@@ -29,6 +30,7 @@ __all__ = [
     "PruneResult",
     "TraceError",
     "TransformError",
+    "UnsafeModelError",
     "analyze",
     "prune",
     "trace",

@@ -2,10 +2,14 @@
 
 MODEL may be a packaged short name (``smollm2-135m``, ``minilm-l6``), a built-in
 demo (``demo-llama``, ``demo-resnet``: random weights built from a config, no
-download), a Hugging Face model directory, a ``.gguf`` file, a ``.pt2`` exported
-program, or ``package.module:factory`` (a callable returning ``(model,
-example_inputs)`` or ``(model, args, kwargs)``; this imports and runs your code,
-so it happens only when you name it).
+download), a Hugging Face model directory, a single checkpoint file
+(``model.safetensors``, ``.pt``, ``.pth``, ``.bin``) next to its ``config.json``, a
+``.gguf`` file, a ``.pt2`` exported program, or ``package.module:factory`` (a
+callable returning ``(model, example_inputs)`` or ``(model, args, kwargs)``; this
+imports and runs your code, so it happens only when you name it).
+
+Model files are data (see :mod:`prunec.safe_load`): nothing in them runs unless
+``trust_remote_code`` is set (CLI: ``--trust-remote-code``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any, Callable
 
 import torch
 
-from prunec.errors import ModelLoadError
+from prunec.errors import ModelLoadError, UnsafeModelError
+from prunec.safe_load import PICKLE_SUFFIXES, is_unsafe_pickle_error, read_state_dict, unsafe_error, weights_only_loads
 
 
 @dataclass
@@ -99,25 +104,45 @@ def load_gguf(path: Path, seq_len: int = 16, name: str = "") -> LoadedModel:
     return LoadedModel(model, _text_inputs(model, seq_len), {}, name or path.stem, str(path), True, tokenizer)
 
 
-def load_hf_dir(path: Path, seq_len: int = 16) -> LoadedModel:
-    """A Hugging Face model directory; with only a ``config.json``, the model is built on ``meta``."""
+def _read_config(path: Path, trust_remote_code: bool) -> Any:
+    """The ``config.json`` of a model directory, refusing custom code unless trusted."""
+    import json
+
     transformers = _require_transformers()
     config_file = path / "config.json"
     try:
-        config = transformers.AutoConfig.from_pretrained(str(path))
+        raw = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {config_file}: {exc}; it must be the model's JSON config") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{config_file} is not a JSON object; it must be the model's config")
+    if "auto_map" in raw and not trust_remote_code:
+        raise UnsafeModelError(f"{config_file} asks to run the model's own Python code (auto_map); "
+                               "pass --trust-remote-code if you trust it")
+    try:
+        return transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"cannot read {config_file}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def load_hf_dir(path: Path, seq_len: int = 16, *, trust_remote_code: bool = False) -> LoadedModel:
+    """A Hugging Face model directory; with only a ``config.json``, the model is built on ``meta``."""
+    transformers = _require_transformers()
+    config = _read_config(path, trust_remote_code)
     arch = (getattr(config, "architectures", None) or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
     cls = cls or transformers.AutoModel
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
     try:
         if has_weights:
-            model = cls.from_pretrained(str(path), dtype=torch.float32)
+            with weights_only_loads(not trust_remote_code):
+                model = cls.from_pretrained(str(path), dtype=torch.float32, trust_remote_code=trust_remote_code)
         else:
             with torch.device("meta"):
                 model = cls._from_config(config) if hasattr(cls, "_from_config") else cls.from_config(config)
     except Exception as exc:  # noqa: BLE001
+        if not trust_remote_code and is_unsafe_pickle_error(exc):
+            raise unsafe_error(path, exc) from None
         raise ModelLoadError(f"cannot load the model in {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
     model.eval()
     tokenizer = None
@@ -141,11 +166,15 @@ def register_output_types() -> None:
         pass
 
 
-def load_pt2(path: Path) -> LoadedModel:
+def load_pt2(path: Path, *, trust_remote_code: bool = False) -> LoadedModel:
     register_output_types()
     try:
-        ep = torch.export.load(str(path))
+        # torch.export.load unpickles some payloads with weights_only=False; force weights-only.
+        with weights_only_loads(not trust_remote_code):
+            ep = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
+        if not trust_remote_code and is_unsafe_pickle_error(exc):
+            raise unsafe_error(path, exc) from None
         raise ModelLoadError(f"cannot load exported program {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
     module = ep.module()
     if ep.example_inputs is not None:
@@ -156,6 +185,48 @@ def load_pt2(path: Path) -> LoadedModel:
                      if n.name in {s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"})
         kwargs = {}
     return LoadedModel(module, tuple(args), dict(kwargs), path.stem, str(path))
+
+
+def load_checkpoint_file(path: Path, seq_len: int = 16, *, trust_remote_code: bool = False) -> LoadedModel:
+    """A single weights file (``.safetensors``, or a state-dict pickle) with ``config.json`` beside it."""
+    transformers = _require_transformers()
+    # Read (safely) first: an unsafe pickle is refused as such even without a config beside it.
+    state = read_state_dict(path, trust_remote_code=trust_remote_code)
+    if not (path.parent / "config.json").exists():
+        raise ModelLoadError(f"{path} holds only weights; put the model's config.json next to it "
+                             "(or pass the Hugging Face directory)")
+    config = _read_config(path.parent, trust_remote_code)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = (getattr(transformers, arch, None) if arch else None) or transformers.AutoModel
+    try:
+        model = cls._from_config(config, dtype=torch.float32) if hasattr(cls, "_from_config") else cls.from_config(config)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"cannot build the model of {path.parent / 'config.json'}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]}") from exc
+    _load_weights(model, state, path)
+    model.eval()
+    return LoadedModel(model, _hf_example_inputs(model, seq_len), {}, path.stem, str(path), True)
+
+
+def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy ``state`` into ``model``: every parameter must be given (tied ones once), shapes must agree."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    prefix = getattr(model, "base_model_prefix", "")
+    if prefix and not any(k in params for k in state) and any(f"{prefix}.{k}" in params for k in state):
+        state = {f"{prefix}.{k}": v for k, v in state.items()}  # a base-model checkpoint for a model with a head
+    elif prefix and not any(k in params for k in state):
+        # A checkpoint of a model with a head, for the base model (config without ``architectures``).
+        state = {k.removeprefix(f"{prefix}."): v for k, v in state.items() if k.startswith(f"{prefix}.")}
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path} does not fit its config.json: {str(exc).splitlines()[-1].strip()[:200]}") from None
+    given = {id(params[k]) for k in state if k in params}
+    missing = [n for n, p in params.items() if n not in state and id(p) not in given]
+    unexpected = [k for k in state if k not in params and k not in dict(model.named_buffers())]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise ModelLoadError(f"{path} does not fit its config.json ({detail}); pass the matching checkpoint")
 
 
 def load_factory(spec: str) -> LoadedModel:
@@ -205,8 +276,12 @@ SHORT_NAMES: dict[str, Callable[[int], LoadedModel]] = {
 }
 
 
-def load_model(spec: str, *, seq_len: int = 16) -> LoadedModel:
-    """Resolve a MODEL argument (see the module docstring)."""
+def load_model(spec: str, *, seq_len: int = 16, trust_remote_code: bool = False) -> LoadedModel:
+    """Resolve a MODEL argument (see the module docstring).
+
+    ``trust_remote_code`` allows what would run code from the model's files: full pickles and
+    Hugging Face custom modelling code.  Off, such files raise :class:`UnsafeModelError`.
+    """
     if spec in SHORT_NAMES:
         return SHORT_NAMES[spec](seq_len)
     path = Path(spec)
@@ -214,14 +289,19 @@ def load_model(spec: str, *, seq_len: int = 16) -> LoadedModel:
         if path.is_dir():
             if not (path / "config.json").exists():
                 raise ModelLoadError(f"{path} has no config.json; pass a Hugging Face model directory")
-            return load_hf_dir(path, seq_len)
+            return load_hf_dir(path, seq_len, trust_remote_code=trust_remote_code)
+        if path.stat().st_size == 0:
+            raise ModelLoadError(f"model file {path} is empty; re-download or re-save it")
         if path.suffix == ".gguf":
             return load_gguf(path, seq_len)
         if path.suffix == ".pt2":
-            return load_pt2(path)
-        raise ModelLoadError(f"unsupported model file {path}; use a .gguf, a .pt2 or a Hugging Face directory")
+            return load_pt2(path, trust_remote_code=trust_remote_code)
+        if path.suffix in (".safetensors", *PICKLE_SUFFIXES):
+            return load_checkpoint_file(path, seq_len, trust_remote_code=trust_remote_code)
+        raise ModelLoadError(f"unsupported model file {path}; use a Hugging Face directory, a .safetensors/.pt/.bin "
+                             "checkpoint next to its config.json, a .gguf or a .pt2")
     if ":" in spec and not spec.startswith((".", "/")):
         return load_factory(spec)
     raise ModelLoadError(
-        f"model '{spec}' not found; pass a Hugging Face directory, a .gguf or .pt2 file, "
+        f"model '{spec}' not found; pass a Hugging Face directory, a checkpoint file, a .gguf or .pt2 file, "
         f"'package.module:factory', or one of: {', '.join(SHORT_NAMES)}")

@@ -20,7 +20,7 @@ import torch
 from prunec.analysis.groups import DEFAULT_KINDS
 from prunec.budget import Budget
 from prunec.calibration import CalibrationConfig, load_calibration
-from prunec.errors import ConfigError
+from prunec.errors import ConfigError, TraceError
 from prunec.evaluate import perplexity
 from prunec.metrics import count_flops
 from prunec.models import LoadedModel
@@ -108,6 +108,17 @@ class PruneOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _reference_outputs(loaded: LoadedModel, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """The unpruned model's outputs; a model that fails on its example inputs is reported, not crashed on."""
+    try:
+        with torch.no_grad():
+            return loaded.model(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure here means inputs and model disagree
+        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise TraceError(f"{loaded.name or 'the model'} fails on its example inputs ({type(exc).__name__}: {message}); "
+                         "pass example inputs (or --calib data) of the shape the model expects") from exc
+
+
 def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], None] = lambda _: None) -> PruneOutcome:
     """Prune ``loaded.model`` as ``job`` says; ``on_stage`` receives a short description of each stage."""
     start = time.perf_counter()
@@ -121,10 +132,14 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         batches = load_calibration(job.calib, loaded.tokenizer, CalibrationConfig(job.calib_samples, job.calib_seq_len))
         # The traced graph has static shapes: trace with the calibration batch shape.
         args = batches[0]
-        calibration, holdout = (batches[: max(1, len(batches) * 4 // 5)], batches[len(batches) * 4 // 5:]) \
-            if job.steps > 1 else (batches, [])
-    with torch.no_grad():
-        reference = loaded.model(*args, **kwargs)
+        calibration, holdout = batches, []
+        if job.steps > 1:
+            # Held-out batches must not overlap the calibration batches.
+            if len(batches) < 2:
+                raise ConfigError("--steps needs held-out data: give --calib at least 2 samples")
+            cut = max(1, len(batches) * 4 // 5)
+            calibration, holdout = batches[:cut], batches[cut:]
+    reference = _reference_outputs(loaded, args, kwargs)
     flops_before = count_flops(loaded.model, args, kwargs)
     budget = Budget.parse(job.budget) if job.budget else None
     options = dict(kinds=job.kind_tuple, importance=job.importance, allocation=job.allocation, ignore=job.ignore,

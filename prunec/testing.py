@@ -81,6 +81,11 @@ def _outputs(obj: Any) -> list[torch.Tensor]:
     return []
 
 
+def flatten_outputs(obj: Any) -> list[torch.Tensor]:
+    """The tensors of a (nested) model output in order: a tensor, ModelOutput, dict, tuple or list."""
+    return _outputs(obj)
+
+
 def max_abs_diff(a: Any, b: Any) -> float:
     """Largest absolute difference between two (nested) model outputs of equal structure."""
     xs, ys = _outputs(a), _outputs(b)

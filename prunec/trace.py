@@ -9,6 +9,8 @@ device: only shapes are needed.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import re
 from typing import Any, Iterator
 
@@ -31,6 +33,19 @@ def _no_kv_cache(model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         config.use_cache = old
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """torch.export logs (and prints to stderr) whole graphs when it fails; the TraceError below says
+    what matters in one line."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def _as_tuple(example_inputs: Any) -> tuple:
@@ -83,7 +98,7 @@ def trace(
     was_training = model.training
     _set_training(model, False)
     try:
-        with _no_kv_cache(model):
+        with _no_kv_cache(model), _quiet_torch_logs():
             try:
                 ep = torch.export.export(model, args, kwargs, strict=False)
                 tracer = "torch.export"

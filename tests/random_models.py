@@ -2,8 +2,12 @@
 
 A model is a *program*: a list of op specs over a growing list of values, each a
 ``(batch, seq, width)`` tensor.  Ops: linear, activation, residual add, gating
-multiply, concat, uneven split, chunk, layer/RMS norm, multi-head attention
-(reshape into heads, SDPA, merge back), and a broadcasting scale.
+multiply, concat (two or three operands, uneven widths), uneven split, chunk,
+layer/RMS norm, multi-head attention (reshape into heads, SDPA or einsum, merge back),
+grouped-query attention (fewer KV heads, repeated to the query heads), a
+broadcasting per-channel scale, a broadcasting per-token gate (``x * sigmoid(w.x)``,
+a ``(b, s, 1)`` factor), mean-centering (``x - x.mean(-1, keepdim=True)``), and
+residual chains (``h = h + mlp(h)`` repeated).
 """
 
 from __future__ import annotations
@@ -52,11 +56,30 @@ class ProgramModel(nn.Module):
                 widths += [a[1], widths[a[0]] - a[1]]
             elif k == "chunk":
                 widths += [widths[a[0]] // 2] * 2
-            elif k == "attn":
+            elif k in ("attn", "eattn"):
                 src, heads, head_dim, v_dim = a
                 w = widths[src]
                 self.layers[str(i)] = nn.ModuleList([nn.Linear(w, heads * head_dim), nn.Linear(w, heads * head_dim),
                                                      nn.Linear(w, heads * v_dim), nn.Linear(heads * v_dim, w)])
+                widths.append(w)
+            elif k == "gqa":
+                src, kv, rep, head_dim = a
+                w = widths[src]
+                self.layers[str(i)] = nn.ModuleList([nn.Linear(w, kv * rep * head_dim), nn.Linear(w, kv * head_dim),
+                                                     nn.Linear(w, kv * head_dim), nn.Linear(kv * rep * head_dim, w)])
+                widths.append(w)
+            elif k == "gate":
+                self.layers[str(i)] = nn.Linear(widths[a[0]], 1)
+                widths.append(widths[a[0]])
+            elif k == "center":
+                widths.append(widths[a[0]])
+            elif k == "cat3":
+                widths.append(sum(widths[j] for j in a))
+            elif k == "chain":
+                src, hidden, depth = a
+                w = widths[src]
+                self.layers[str(i)] = nn.ModuleList(nn.Sequential(nn.Linear(w, hidden), nn.GELU(), nn.Linear(hidden, w))
+                                                    for _ in range(depth))
                 widths.append(w)
         self.widths = widths
         self.head = nn.Linear(widths[-1], out_width)
@@ -93,6 +116,41 @@ class ProgramModel(nn.Module):
                 v = v_proj(h).view(b, s, heads, v_dim).transpose(1, 2)
                 o = F.scaled_dot_product_attention(q, kk, v).transpose(1, 2).reshape(b, s, heads * v_dim)
                 vals.append(o_proj(o))
+            elif k == "eattn":
+                # The same attention written with einsum (scores scaled by the original head_dim).
+                src, heads, head_dim, v_dim = a
+                q_proj, k_proj, v_proj, o_proj = self.layers[str(i)]
+                h = vals[src]
+                b, s, _ = h.shape
+                q = q_proj(h).view(b, s, heads, head_dim)
+                kk = k_proj(h).view(b, s, heads, head_dim)
+                v = v_proj(h).view(b, s, heads, v_dim)
+                att = (torch.einsum("bnhd,bmhd->bhnm", q, kk) / head_dim ** 0.5).softmax(-1)
+                vals.append(o_proj(torch.einsum("bhnm,bmhd->bnhd", att, v).reshape(b, s, heads * v_dim)))
+            elif k == "gqa":
+                # LLaMA's repeat_kv: expand the KV heads to the query heads, then attend.
+                src, kv, rep, head_dim = a
+                q_proj, k_proj, v_proj, o_proj = self.layers[str(i)]
+                h = vals[src]
+                b, s, _ = h.shape
+                q = q_proj(h).view(b, s, kv * rep, head_dim).transpose(1, 2)
+                kk = k_proj(h).view(b, s, kv, head_dim).transpose(1, 2)
+                v = v_proj(h).view(b, s, kv, head_dim).transpose(1, 2)
+                kk = kk[:, :, None].expand(b, kv, rep, s, head_dim).reshape(b, kv * rep, s, head_dim)
+                v = v[:, :, None].expand(b, kv, rep, s, head_dim).reshape(b, kv * rep, s, head_dim)
+                o = F.scaled_dot_product_attention(q, kk, v).transpose(1, 2).reshape(b, s, kv * rep * head_dim)
+                vals.append(o_proj(o))
+            elif k == "gate":
+                vals.append(vals[a[0]] * torch.sigmoid(self.layers[str(i)](vals[a[0]])))
+            elif k == "center":
+                vals.append(vals[a[0]] - vals[a[0]].mean(-1, keepdim=True))
+            elif k == "cat3":
+                vals.append(torch.cat([vals[j] for j in a], dim=-1))
+            elif k == "chain":
+                h = vals[a[0]]
+                for block in self.layers[str(i)]:
+                    h = h + block(h)
+                vals.append(h)
         return self.head(vals[-1])
 
 
@@ -102,7 +160,8 @@ def programs(draw, max_ops: int = 7) -> tuple[int, list[Op]]:
     widths = [in_width]
     ops: list[Op] = []
     for _ in range(draw(st.integers(1, max_ops))):
-        choices = ["linear", "linear", "act", "norm", "rms", "scale", "add", "mul", "cat", "split", "chunk", "attn"]
+        choices = ["linear", "linear", "act", "norm", "rms", "scale", "add", "mul", "cat", "split", "chunk", "attn",
+                   "eattn", "gqa", "gate", "center", "cat3", "chain"]
         kind = draw(st.sampled_from(choices))
         src = draw(st.integers(0, len(widths) - 1))
         w = widths[src]
@@ -131,11 +190,28 @@ def programs(draw, max_ops: int = 7) -> tuple[int, list[Op]]:
         elif kind == "chunk" and w >= 4 and w % 2 == 0:
             ops.append(Op(kind, (src,)))
             widths += [w // 2, w // 2]
-        elif kind == "attn":
+        elif kind in ("attn", "eattn"):
             heads = draw(st.integers(1, 4))
             ops.append(Op(kind, (src, heads, draw(st.integers(2, 4)), draw(st.integers(2, 4)))))
             widths.append(w)
+        elif kind == "gqa":
+            ops.append(Op(kind, (src, draw(st.integers(1, 3)), draw(st.integers(2, 3)), draw(st.integers(2, 4)))))
+            widths.append(w)
+        elif kind in ("gate", "center") and w >= 2:
+            ops.append(Op(kind, (src,)))
+            widths.append(w)
+        elif kind == "cat3":
+            parts = (src, draw(st.integers(0, len(widths) - 1)), draw(st.integers(0, len(widths) - 1)))
+            ops.append(Op(kind, parts))
+            widths.append(sum(widths[j] for j in parts))
+        elif kind == "chain":
+            ops.append(Op(kind, (src, draw(st.integers(2, 10)), draw(st.integers(2, 3)))))
+            widths.append(w)
     return in_width, ops
+
+
+OP_KINDS = ("linear", "act", "norm", "rms", "scale", "add", "mul", "cat", "split", "chunk", "attn", "eattn", "gqa", "gate",
+            "center", "cat3", "chain")
 
 
 def build(in_width: int, program: list[Op], seed: int = 0) -> tuple[ProgramModel, tuple]:

@@ -18,7 +18,7 @@ from random_models import build, programs
 
 
 # PRUNEC_FUZZ_EXAMPLES=5000 for a long run (see benchmarks/README.md).
-EXAMPLES = int(os.environ.get("PRUNEC_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("PRUNEC_FUZZ_EXAMPLES", "150"))  # long run: benchmarks/fuzz.py
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -35,6 +35,8 @@ class AnalysisContext:
     notes: dict[fx.Node, dict[str, Any]] = field(default_factory=dict)
     # (node name, reason) for every op that had no rule.
     unhandled: list[tuple[str, str]] = field(default_factory=list)
+    # (node, atom) -> do dead units stay zero there (see prunec.analysis.zeros).
+    zero_memo: dict[tuple[fx.Node, int], bool] = field(default_factory=dict)
 
     # -- reading -----------------------------------------------------------
     @staticmethod

@@ -24,6 +24,7 @@ def check(
     max_ratio: float = typer.Option(1.2, help="ppl: fail if pruned/base perplexity exceeds this."),
     min_cosine: float = typer.Option(0.95, help="cosine: fail if the mean cosine similarity is below this."),
     seq_len: int = typer.Option(512, help="ppl: tokens per window (a .pt2 program uses its traced length)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code from the model files to run (full pickles, Hugging Face custom code). Only for files you trust."),
     windows: int = typer.Option(24, help="ppl: number of windows (cosine: number of lines)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -32,8 +33,8 @@ def check(
         raise ConfigError(f"evaluation data {data} is missing or empty")
     with progress_bar() as progress:
         task = progress.add_task(f"loading {base} and {pruned}", total=None)
-        ref = load_model(base, seq_len=seq_len)
-        cand = load_model(pruned, seq_len=seq_len)
+        ref = load_model(base, seq_len=seq_len, trust_remote_code=trust_remote_code)
+        cand = load_model(pruned, seq_len=seq_len, trust_remote_code=trust_remote_code)
         tokenizer = cand.tokenizer or ref.tokenizer
         if tokenizer is None:
             raise ConfigError("neither model has a tokenizer; check needs one to read the evaluation text")

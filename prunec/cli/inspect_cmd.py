@@ -19,6 +19,7 @@ from prunec.report import analysis_dict, frozen_reasons, group_row
 def inspect(
     model: str = typer.Argument(..., help="HF directory, .gguf, .pt2, package.module:factory, or a short name."),
     seq_len: int = typer.Option(16, help="Sequence length of the example input for text models."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code from the model files to run (full pickles, Hugging Face custom code). Only for files you trust."),
     json_out: bool = typer.Option(False, "--json", help="Print the analysis as JSON."),
     show_frozen: bool = typer.Option(False, "--frozen", help="List frozen groups too."),
     keep_interface: bool = typer.Option(True, help="Freeze units that reach a model output."),
@@ -26,7 +27,7 @@ def inspect(
     """Trace and analyse MODEL: list its coupled channel groups, parameters and FLOPs."""
     with progress_bar() as progress:
         task = progress.add_task(f"loading {model}", total=None)
-        loaded = load_model(model, seq_len=seq_len)
+        loaded = load_model(model, seq_len=seq_len, trust_remote_code=trust_remote_code)
         progress.update(task, description="tracing and analysing")
         analysis = analyze(loaded.model, loaded.args, loaded.kwargs, keep_interface=keep_interface)
         on_meta = any(p.device.type == "meta" for p in loaded.model.parameters())

@@ -43,6 +43,7 @@ def prune_cmd(
     stream: bool = typer.Option(False, help="Prune a sharded safetensors LLaMA-family checkpoint block by block "
                                 "(memory: one block + calibration activations); writes a HF directory."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code from the model files to run (full pickles, Hugging Face custom code). Only for files you trust."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Prune MODEL (by --ratio per group, or to a --budget) and write the pruned program and a report.
@@ -63,7 +64,7 @@ def prune_cmd(
         return
     with progress_bar() as progress:
         task = progress.add_task(f"loading {model}", total=None)
-        loaded = load_model(model, seq_len=seq_len)
+        loaded = load_model(model, seq_len=seq_len, trust_remote_code=trust_remote_code)
         loaded.name = model
         outcome = run_pruning(loaded, job, lambda stage: progress.update(task, description=stage))
         if not is_main_process():

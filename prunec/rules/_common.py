@@ -123,3 +123,17 @@ def reshape_dims(
 
 def numel(shape: Sequence[int]) -> int:
     return prod(shape)
+
+
+def freeze_where_not_zero(ctx: AnalysisContext, x: fx.Node, layout: Layout, what: str) -> None:
+    """Freeze the atoms of ``layout`` at which dead units of ``x`` may be non-zero.
+
+    Called by parameter-free readers of a whole dim (norm statistics, sum, mean): removing
+    a unit that is non-zero there would change what they compute.
+    """
+    from prunec.analysis.zeros import stays_zero
+
+    for atom in ctx.table.atoms(layout):
+        if ctx.table.size(atom) > 1 and not stays_zero(ctx, x, atom):
+            ctx.freeze(((atom,),), f"{what} statistics read this dim, where a broadcast term keeps removed units "
+                                   "non-zero (removal would not be exact)")

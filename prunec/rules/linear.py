@@ -19,7 +19,16 @@ from prunec.rules.registry import register_rule
 aten = torch.ops.aten
 
 
+# Ops that select or re-view a tensor without computing new values from the model input's content.
+_VIEWS = {aten.index, aten.index_select, aten.view, aten.reshape, aten._unsafe_view, aten.transpose, aten.permute,
+          aten.unsqueeze, aten.squeeze, aten.expand, aten.t, aten._to_copy, aten.clone, aten.contiguous,
+          aten.select, aten.slice, aten.numpy_T, aten.mT, aten.swapaxes, aten.alias, aten.detach}
+
+
 def _is_activation(node: fx.Node) -> bool:
+    """A computed tensor, not a (selected or re-viewed) weight such as an MoE's ``w[expert_ids]``."""
+    while node.op == "call_function" and getattr(node.target, "overloadpacket", None) in _VIEWS:
+        node = node.args[0]
     return node.op == "call_function"
 
 

@@ -12,6 +12,7 @@ import torch
 import torch.fx as fx
 
 from prunec.analysis.context import AnalysisContext
+from prunec.rules._common import freeze_where_not_zero
 from prunec.rules.registry import register_rule
 
 aten = torch.ops.aten
@@ -70,6 +71,7 @@ def layer_norm(ctx: AnalysisContext, node: fx.Node) -> None:
         if node.target.overloadpacket is aten.native_layer_norm:
             # Its mean/rstd outputs would change meaning; the rewrite handles only layer_norm.
             ctx.freeze(xd[-i], "native_layer_norm statistics over this dim")
+        freeze_where_not_zero(ctx, x, xd[-i], "norm")
     _set_with_saved_stats(ctx, node, xd, "layer norm saved statistics")
 
 

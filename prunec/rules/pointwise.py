@@ -31,7 +31,7 @@ UNARY_AND_NARY = [
     aten.__and__, aten.__or__, aten.lerp, aten.addcmul, aten.addcdiv, aten.tril, aten.triu,
     # copies, casts, no-op views
     aten.clone, aten.contiguous, aten.alias, aten.detach, aten.lift_fresh_copy, aten._to_copy,
-    aten.to, aten.type_as, aten.dropout,
+    aten.to, aten.type_as, aten.dropout, aten.dropout_,
     aten.feature_dropout, aten.alpha_dropout, aten.zeros_like, aten.ones_like, aten.empty_like,
     aten.full_like, aten.rand_like, aten.randn_like, aten.copy, aten.fill, aten.bernoulli,
 ]
@@ -70,6 +70,10 @@ def _joined_dims(ctx: AnalysisContext, node: fx.Node, tensors: list[fx.Node], ou
         if len(atoms) >= 2 and any(a.isdisjoint(b) for a in atoms for b in atoms if a is not b):
             out.append(i)
     return out
+
+
+# Binary overloads of reduction ops (``torch.min(a, b)``) are elementwise; exact overloads win the lookup.
+register_rule(aten.min.other, aten.max.other)(pointwise)
 
 
 @register_rule(aten._assert_tensor_metadata, aten._assert_scalar, aten.sym_constrain_range_for_size,

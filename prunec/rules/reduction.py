@@ -13,13 +13,14 @@ import torch.fx as fx
 
 from prunec.analysis.axes import UNIT
 from prunec.analysis.context import AnalysisContext
+from prunec.rules._common import freeze_where_not_zero
 from prunec.rules.registry import register_rule
 
 aten = torch.ops.aten
 
 
-def _reduced_dims(node: fx.Node, ndim: int) -> list[int]:
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+def _reduced_dims(node: fx.Node, ndim: int, dim_arg: int = 1) -> list[int]:
+    dims = node.args[dim_arg] if len(node.args) > dim_arg else node.kwargs.get("dim")
     if dims is None or dims == []:
         return list(range(ndim))
     if isinstance(dims, int):
@@ -27,20 +28,27 @@ def _reduced_dims(node: fx.Node, ndim: int) -> list[int]:
     return sorted(d % ndim for d in dims)
 
 
-def _keepdim(node: fx.Node) -> bool:
-    return bool(node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False))
+def _keepdim(node: fx.Node, keep_arg: int = 2) -> bool:
+    return bool(node.args[keep_arg] if len(node.args) > keep_arg else node.kwargs.get("keepdim", False))
+
+
+# Reductions whose second argument is the norm order: dims and keepdim come one later.
+_ORDER_FIRST = {aten.linalg_vector_norm, aten.norm}
 
 
 def _reduce(ctx: AnalysisContext, node: fx.Node, freeze_reason: str | None) -> None:
     x = node.args[0]
     xd = ctx.dims(x)
-    reduced = _reduced_dims(node, len(xd))
-    keep = _keepdim(node)
+    shift = 1 if node.target.overloadpacket in _ORDER_FIRST else 0
+    reduced = _reduced_dims(node, len(xd), 1 + shift)
+    keep = _keepdim(node, 2 + shift)
     out = []
     for i, lay in enumerate(xd):
         if i in reduced:
             if freeze_reason:
                 ctx.freeze(lay, freeze_reason)
+            else:
+                freeze_where_not_zero(ctx, x, lay, str(node.target.overloadpacket.__name__))
             if keep:
                 out.append(UNIT)
         else:

@@ -83,7 +83,7 @@ def _rewrite_expand(rw, node: fx.Node) -> None:
     rewrite_size_list(rw, node, 1)
 
 
-@register_rule(aten.expand, rewrite=_rewrite_expand)
+@register_rule(aten.expand, aten.broadcast_to, rewrite=_rewrite_expand)
 def expand(ctx: AnalysisContext, node: fx.Node) -> None:
     """Broadcast to a size: expanded dims get fresh axes whose size the rewrite can shrink."""
     x = node.args[0]
