@@ -63,7 +63,36 @@ class Backend(Protocol):
         """Lower ``program`` for ``preset`` into files under ``out_dir``."""
 
     def runner(self, out_dir: Path, manifest: dict[str, Any], preset: TargetPreset) -> Runner:
-        """A callable running the artefact in ``out_dir`` on numpy inputs (positional order)."""
+        """A callable running the artefact in ``out_dir`` on numpy inputs (positional order).
+
+        ``manifest`` is the compiled directory's ``manifest.json``; its ``threads`` entry (0: the
+        runtime's default) is how ``prunec bench --threads`` asks for a thread count, and its
+        ``backend_details`` is what :meth:`compile` put in :attr:`Artifact.details`.
+        """
+
+
+def io_names(program: torch.export.ExportedProgram) -> tuple[list[str], list[str]]:
+    """Names for a program's user inputs (its forward's argument names) and flattened outputs.
+
+    Outputs are named after their path in the output structure (``logits`` for a Hugging Face
+    ``ModelOutput``, ``output_0``, ``output_1``... for plain tensors and tuples), so that every
+    backend gives ``prunec run`` the same names.
+    """
+    import torch.utils._pytree as pytree
+
+    inputs = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    spec = program.call_spec.out_spec
+    if spec is None:
+        return inputs, [f"output_{i}" for i in range(len(program.graph_signature.user_outputs))]
+    paths = [path for path, _ in pytree.tree_flatten_with_path(pytree.tree_unflatten(list(range(spec.num_leaves)), spec))[0]]
+    outputs = []
+    for i, path in enumerate(paths):
+        keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", "")))) for k in path]
+        named = "_".join(k for k in keys if k and not k.isdigit())
+        outputs.append(named if named and named.isidentifier() else f"output_{i}")
+    if len(set(outputs)) != len(outputs):
+        outputs = [f"output_{i}" for i in range(len(outputs))]
+    return inputs, outputs
 
 
 _BACKENDS: dict[str, Callable[[], Backend]] = {}

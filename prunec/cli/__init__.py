@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from prunec.cli.common import app
-from prunec.cli import check_cmd, inspect_cmd, prune_cmd  # noqa: F401  (registers the commands)
+from prunec.cli import bench_cmd, check_cmd, compile_cmd, inspect_cmd, prune_cmd, run_cmd, targets_cmd  # noqa: F401  (registers the commands)
 
 __all__ = ["app", "main"]
 

@@ -1,0 +1,71 @@
+"""`prunec compile`: prune a model, lower it for a device target, verify and time the artefact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from prunec.cli.common import app, clean_errors, out, progress_bar
+from prunec.compile import CompileJob, compile_model, resolve_target
+from prunec.errors import OutputExistsError
+from prunec.models import load_model
+from prunec.pipeline import PruneJob, parse_widths
+
+
+@app.command("compile")
+@clean_errors
+def compile_cmd(
+    model: str = typer.Argument(..., help="HF directory, .gguf, .pt2, package.module:factory, or a short name."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output directory (must not exist unless --force)."),
+    target: str = typer.Option("x86-64", help="Target preset name (prunec targets lists them) or a .toml preset file."),
+    backend: str = typer.Option("onnx", help="Lowering backend: onnx (ONNX Runtime) or tvm."),
+    ratio: float = typer.Option(0.3, help="Fraction of each prunable group's units to remove, in [0, 1)."),
+    budget: Optional[str] = typer.Option(None, help="Instead of --ratio: params=0.8 keeps 80% of the non-embedding parameters."),
+    kinds: str = typer.Option("auto", help="Comma-separated kinds: channels,heads,residual,head_dim (auto: as prunec prune)."),
+    width: list[str] = typer.Option([], help="Explicit target width per kind, e.g. --width channels=1152."),
+    importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor (auto: as prunec prune)."),
+    allocation: str = typer.Option("uniform", help="uniform or global."),
+    calib: Optional[Path] = typer.Option(None, help="Calibration data (text, JSONL or .npz): pruning, and --quantize static."),
+    calib_samples: int = typer.Option(32, help="Number of calibration samples."),
+    calib_seq_len: int = typer.Option(256, help="Tokens per calibration sample (text); also the compiled sequence length."),
+    quantize: str = typer.Option("none", help="int8: none, dynamic (weights) or static (weights and activations, needs --calib)."),
+    round_widths: bool = typer.Option(False, help="Round kept channel widths to the target's width_multiple."),
+    tuning: str = typer.Option("default", help="Backend-specific tuning (tvm: none, dlight, metaschedule)."),
+    tuning_trials: int = typer.Option(0, help="Tuning trials (tvm metaschedule)."),
+    threads: int = typer.Option(2, help="Threads for verification and timing (0: the runtime's default)."),
+    repeat: int = typer.Option(20, help="Timed runs for the latency median (0: do not time)."),
+    tolerance: Optional[float] = typer.Option(None, help="Allowed max |artefact - PyTorch| relative to max(1, max |PyTorch|) "
+                                              "(default 1e-3, 0.25 with int8)."),
+    seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
+    force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Prune MODEL, lower it for --target with --backend, verify it against PyTorch and write OUTPUT/."""
+    prune_job = PruneJob(ratio=ratio, budget=budget, kinds=kinds, widths=parse_widths(width), importance=importance,
+                         allocation=allocation, calib=calib, calib_samples=calib_samples, calib_seq_len=calib_seq_len)
+    job = CompileJob(target=target, backend=backend, prune=prune_job, quantize=quantize, round_widths=round_widths,
+                     tuning=tuning, tuning_trials=tuning_trials, threads=threads, latency_repeat=repeat,
+                     tolerance=tolerance).resolved()
+    # Fail before the (slow) model load on what needs no model: the target, the backend, the output.
+    preset, _ = resolve_target(job)
+    if output.exists() and not force:
+        raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
+    with progress_bar() as progress:
+        task = progress.add_task(f"loading {model}", total=None)
+        loaded = load_model(model, seq_len=seq_len)
+        loaded.name = model
+        manifest = compile_model(loaded, job, output, overwrite=force,
+                                 on_stage=lambda stage: progress.update(task, description=stage))
+    if json_out:
+        print(json.dumps(manifest, indent=2))
+        return
+    check, latency = manifest["verification"], manifest["latency"]
+    out.print(f"[bold]{model}[/] for [bold]{preset.name}[/] ({backend}): params {manifest['params_before']:,} -> "
+              f"{manifest['params_after']:,}, FLOPs {manifest['flops_before']:,} -> {manifest['flops_after']:,}")
+    out.print(f"verified: max |artefact - PyTorch| = {check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.3g})"
+              + (f"; latency median {latency['median_ms']} ms ({latency['where']})" if latency else ""))
+    files = ", ".join(f"{f['path']} ({f['bytes']:,} B)" for f in manifest["files"])
+    out.print(f"wrote {output}/: {files}, manifest.json, report.md")
