@@ -1,0 +1,154 @@
+"""Scheduling the fused TIR tasks of a Relax module: none, dlight rules, or MetaSchedule tuning.
+
+TVM's default CPU pipeline leaves every fused task as plain loop nests (one thread, no
+vectorisation). The choices (``CompileOptions.tuning``):
+
+* ``none``: that default, kept for comparison.
+* ``dlight``: the CPU dlight rules of TVM 0.27 (``tvm.s_tir.dlight.cpu``: GEMV and Reduction);
+  no measurement, so it works for every target, but 0.27 ships no CPU rule for conv2d/matmul.
+* ``metaschedule``: tune each task on this host with MetaSchedule (``tuning_trials`` candidates per
+  task, measured), then apply the best records; dlight covers what was not tuned. Records are cached
+  per (target, model) under ``<cache>/tvm-tuning/<target>/<model key>/`` and reused by later compiles.
+* ``default``: records from that cache when this (target, model) was tuned before, else dlight.
+
+The model key is a hash of the fused tasks' TIR (not the weights), so a re-pruned model of the same
+widths reuses the records, and a different width tunes anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prunec.errors import ToolchainError
+from prunec.targets.preset import TargetPreset
+
+# MetaSchedule segfaults in tvm::ffi::ToJSONGraph with apache-tvm-ffi 0.1.15.post2 and works with this
+# one (checked with apache-tvm 0.27.0.post1); re-check when either package moves.
+TVM_FFI_PIN = "0.1.14.post1"
+# Candidate builds on a small, busy machine take far longer than MetaSchedule's default 30 s budget.
+BUILDER_TIMEOUT_S = 300.0
+RUNNER_TIMEOUT_S = 120.0
+DEFAULT_TRIALS_PER_TASK = 8
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A scheduled module and how it got its schedules."""
+
+    module: Any
+    tuning: str
+    tasks: int = 0
+    tuned_tasks: int = 0
+    records_dir: str = ""
+    seconds: float = 0.0
+
+
+def schedule(module: Any, target: Any, preset: TargetPreset, tuning: str, trials: int) -> Scheduled:
+    """Apply ``tuning`` (see the module docstring) to the fused ``module`` for ``target``."""
+    if tuning == "none":
+        return Scheduled(module, "none")
+    if tuning == "dlight":
+        return Scheduled(apply_dlight(module, target), "dlight")
+    tasks = extract_tasks(module, target)
+    records = records_dir(preset, tasks)
+    seconds = 0.0
+    if tuning == "metaschedule":
+        seconds = tune(tasks, target, preset, records, trials or DEFAULT_TRIALS_PER_TASK)
+    elif not has_records(records):
+        return Scheduled(apply_dlight(module, target), "dlight", tasks=len(tasks))
+    tuned_module, tuned = apply_records(module, target, records)
+    return Scheduled(apply_dlight(tuned_module, target), "metaschedule", tasks=len(tasks), tuned_tasks=tuned,
+                     records_dir=str(records), seconds=seconds)
+
+
+def apply_dlight(module: Any, target: Any) -> Any:
+    """Schedule every not yet scheduled function with TVM's CPU dlight rules."""
+    from tvm.s_tir import dlight
+
+    with target:
+        return dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())(module)
+
+
+def extract_tasks(module: Any, target: Any) -> list[Any]:
+    from tvm.s_tir import meta_schedule as ms
+
+    return list(ms.relax_integration.extract_tasks(module, target))
+
+
+def model_key(tasks: list[Any]) -> str:
+    """A hash of the tasks' TIR (structure and shapes, not weights): what tuning records depend on."""
+    import tvm
+
+    hashes = sorted(str(tvm.ir.structural_hash(task.dispatched[0])) for task in tasks)
+    return hashlib.sha256(",".join(hashes).encode()).hexdigest()[:16]
+
+
+def records_dir(preset: TargetPreset, tasks: list[Any]) -> Path:
+    from prunec.targets.tvm_runtime import cache_dir
+
+    return cache_dir() / "tvm-tuning" / preset.name / model_key(tasks)
+
+
+def has_records(records: Path) -> bool:
+    path = records / "database_tuning_record.json"
+    return path.is_file() and path.stat().st_size > 0
+
+
+def check_pin() -> None:
+    installed = importlib.metadata.version("apache-tvm-ffi")
+    if installed != TVM_FFI_PIN:
+        raise ToolchainError(f"MetaSchedule needs apache-tvm-ffi=={TVM_FFI_PIN} (it segfaults with other versions "
+                             f"seen, e.g. 0.1.15.post2); {installed} is installed: pip install "
+                             f"apache-tvm-ffi=={TVM_FFI_PIN}, or use --tuning dlight")
+
+
+def tune(tasks: list[Any], target: Any, preset: TargetPreset, records: Path, trials_per_task: int) -> float:
+    """Tune ``tasks`` on this host, ``trials_per_task`` measured candidates each; returns seconds spent."""
+    if not preset.is_host:
+        raise ToolchainError(f"MetaSchedule measures candidates on the device, and {preset.name} is not this host: "
+                             f"tune on the device (or copy its records to {records}), or use --tuning dlight")
+    if trials_per_task < 1:
+        raise ToolchainError("--tuning-trials must be >= 1 with --tuning metaschedule")
+    check_pin()
+    from tvm.s_tir import meta_schedule as ms
+
+    import psutil  # noqa: F401  (MetaSchedule's local builder needs it; fail here with a clear message)
+
+    records.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, work_dir=str(records), seed=0)
+    ms.tune_tasks(
+        tasks=contexts, task_weights=weights, work_dir=str(records),
+        max_trials_global=trials_per_task * len(tasks), max_trials_per_task=trials_per_task,
+        num_trials_per_iter=trials_per_task,
+        builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S),
+        runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S, evaluator_config=ms.runner.EvaluatorConfig(
+            number=3, repeat=1, min_repeat_ms=0, enable_cpu_cache_flush=False)),
+        # The XGBoost model only pays off over hundreds of trials per task; with a handful, sampling
+        # the design space at random is as good and needs no xgboost.
+        cost_model="xgb" if _has("xgboost") and trials_per_task >= 64 else "random")
+    return time.perf_counter() - started
+
+
+def apply_records(module: Any, target: Any, records: Path) -> tuple[Any, int]:
+    """Replace tuned tasks by their best records; returns the module and how many tasks had one."""
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    database = ms.database.JSONDatabase(work_dir=str(records))
+    with target, database:
+        applied = relax.transform.MetaScheduleApplyDatabase()(module)
+    tuned = sum(1 for _, func in applied.functions_items()
+                if func.attrs is not None and "tir.is_scheduled" in func.attrs)
+    return applied, tuned
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
