@@ -82,9 +82,9 @@ def extract_tasks(module: Any, target: Any) -> list[Any]:
 
 def model_key(tasks: list[Any]) -> str:
     """A hash of the tasks' TIR (structure and shapes, not weights): what tuning records depend on."""
-    import tvm
+    import tvm_ffi
 
-    hashes = sorted(str(tvm.ir.structural_hash(task.dispatched[0])) for task in tasks)
+    hashes = sorted(str(tvm_ffi.structural_hash(task.dispatched[0])) for task in tasks)
     return hashlib.sha256(",".join(hashes).encode()).hexdigest()[:16]
 
 
