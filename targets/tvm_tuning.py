@@ -4,8 +4,8 @@ TVM's default CPU pipeline leaves every fused task as plain loop nests (one thre
 vectorisation). The choices (``CompileOptions.tuning``):
 
 * ``none``: that default, kept for comparison.
-* ``dlight``: the CPU dlight rules of TVM 0.27 (``tvm.s_tir.dlight.cpu``: GEMV and Reduction);
-  no measurement, so it works for every target, but 0.27 ships no CPU rule for conv2d/matmul.
+* ``dlight``: dlight rules, no measurement, so it works for every target: prunec's rule for conv2d
+  and matmul tasks (:mod:`.tvm_cpu_rules`; TVM 0.27 ships none), then TVM's CPU GEMV and Reduction.
 * ``metaschedule``: tune each task on this host with MetaSchedule (``tuning_trials`` candidates per
   task, measured), then apply the best records; dlight covers what was not tuned. Records are cached
   per (target, model) under ``<cache>/tvm-tuning/<target>/<model key>/`` and reused by later compiles.
@@ -66,12 +66,22 @@ def schedule(module: Any, target: Any, preset: TargetPreset, tuning: str, trials
                      records_dir=str(records), seconds=seconds)
 
 
-def apply_dlight(module: Any, target: Any) -> Any:
-    """Schedule every not yet scheduled function with TVM's CPU dlight rules."""
+def dlight_rules(with_prunec_rules: bool = True) -> list[Any]:
+    """The dlight rules ``dlight`` applies, first match wins: prunec's conv/matmul rule, then TVM's."""
+    from tvm.s_tir import dlight
+
+    from prunec.targets.tvm_cpu_rules import make_rule
+
+    tvm_rules = [dlight.cpu.GEMV(), dlight.cpu.Reduction()]
+    return [make_rule(), *tvm_rules] if with_prunec_rules else tvm_rules
+
+
+def apply_dlight(module: Any, target: Any, rules: list[Any] | None = None) -> Any:
+    """Schedule every not yet scheduled function with the dlight ``rules`` (default: :func:`dlight_rules`)."""
     from tvm.s_tir import dlight
 
     with target:
-        return dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())(module)
+        return dlight.ApplyDefaultSchedule(*(rules if rules is not None else dlight_rules()))(module)
 
 
 def extract_tasks(module: Any, target: Any) -> list[Any]:
