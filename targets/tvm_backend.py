@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -125,17 +126,25 @@ def lower(program: torch.export.ExportedProgram, preset: TargetPreset, tuning: s
 
     from prunec.targets import tvm_tuning
 
-    target = tvm.target.Target(preset.tvm_target())
+    target = tvm.target.Target(tvm_target(preset))
     started = time.perf_counter()
     module = import_program(program)
     module = legalize_and_fuse(module, target)
     schedule = tvm_tuning.schedule(module, target, preset, tuning, trials)
     built = tvm.compile(schedule.module, target=target)
     export_library(built, preset, library)
-    return {"tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__, "target": json.dumps(preset.tvm_target()),
+    return {"tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__, "target": json.dumps(tvm_target(preset)),
             "tuning": schedule.tuning, "tuning_records": schedule.records_dir, "tuned_tasks": schedule.tuned_tasks,
-            "tasks": schedule.tasks, "tuning_seconds": round(schedule.seconds, 1),
+            "tasks": schedule.tasks, "scheduled_tasks": schedule.scheduled, "tuning_seconds": round(schedule.seconds, 1),
             "lower_seconds": round(time.perf_counter() - started, 1)}
+
+
+def tvm_target(preset: TargetPreset) -> dict[str, Any]:
+    """The preset's TVM target; for the host also its core count, which MetaSchedule requires."""
+    target = preset.tvm_target()
+    if preset.is_host:
+        target["num-cores"] = os.cpu_count() or 1
+    return target
 
 
 def import_program(program: torch.export.ExportedProgram) -> Any:

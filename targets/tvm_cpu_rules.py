@@ -25,6 +25,16 @@ def _divisor_at_most(extent: int, limit: int) -> int:
     return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
 
 
+def vector_tile(extent: int, lanes: int) -> int:
+    """Outputs per register row along the contiguous axis: whole vectors where the extent allows."""
+    for width in (2 * lanes, lanes):
+        if extent % width == 0:
+            return width
+    if extent <= 2 * lanes:
+        return extent  # a short row (7, 14): one tile, LLVM splits the odd vector
+    return _divisor_at_most(extent, 2 * lanes)
+
+
 def make_rule() -> Any:
     """The rule as a ``tvm.s_tir.dlight`` ScheduleRule (built lazily: TVM is an optional dependency)."""
     from tvm import s_tir, tirx
@@ -77,9 +87,7 @@ def make_rule() -> Any:
         lanes = lanes_of(sch, main, target)
         s_loops, r_loops = loops[:spatial], loops[spatial:]
         vec_extent = extents[spatial - 1]
-        vec = 2 * lanes if vec_extent % (2 * lanes) == 0 else _divisor_at_most(vec_extent, 2 * lanes)
-        if vec == 1 and vec_extent <= 2 * lanes:
-            vec = vec_extent
+        vec = vector_tile(vec_extent, lanes)
         vec_outer, vec_inner = sch.split(s_loops[-1], factors=[None, vec])
         row_axis = next((i for i in range(spatial - 1) if extents[i] >= REGISTER_ROWS), None)
         outer = list(s_loops[:-1])

@@ -42,28 +42,33 @@ class Scheduled:
 
     module: Any
     tuning: str
-    tasks: int = 0
-    tuned_tasks: int = 0
+    tasks: int = 0          # TIR functions (fused tasks) in the module
+    tuned_tasks: int = 0    # of which have a MetaSchedule record
+    scheduled: int = 0      # of which carry any schedule (records or dlight)
     records_dir: str = ""
     seconds: float = 0.0
 
 
 def schedule(module: Any, target: Any, preset: TargetPreset, tuning: str, trials: int) -> Scheduled:
     """Apply ``tuning`` (see the module docstring) to the fused ``module`` for ``target``."""
+    functions = count_functions(module)
     if tuning == "none":
-        return Scheduled(module, "none")
+        return Scheduled(module, "none", tasks=functions)
     if tuning == "dlight":
-        return Scheduled(apply_dlight(module, target), "dlight")
+        scheduled = apply_dlight(module, target)
+        return Scheduled(scheduled, "dlight", tasks=functions, scheduled=count_scheduled(scheduled))
     tasks = extract_tasks(module, target)
     records = records_dir(preset, tasks)
     seconds = 0.0
     if tuning == "metaschedule":
         seconds = tune(tasks, target, preset, records, trials or DEFAULT_TRIALS_PER_TASK)
     elif not has_records(records):
-        return Scheduled(apply_dlight(module, target), "dlight", tasks=len(tasks))
+        scheduled = apply_dlight(module, target)
+        return Scheduled(scheduled, "dlight", tasks=functions, scheduled=count_scheduled(scheduled))
     tuned_module, tuned = apply_records(module, target, records)
-    return Scheduled(apply_dlight(tuned_module, target), "metaschedule", tasks=len(tasks), tuned_tasks=tuned,
-                     records_dir=str(records), seconds=seconds)
+    scheduled = apply_dlight(tuned_module, target)
+    return Scheduled(scheduled, "metaschedule", tasks=functions, tuned_tasks=tuned,
+                     scheduled=count_scheduled(scheduled), records_dir=str(records), seconds=seconds)
 
 
 def dlight_rules(with_prunec_rules: bool = True) -> list[Any]:
@@ -131,7 +136,11 @@ def tune(tasks: list[Any], target: Any, preset: TargetPreset, records: Path, tri
 
     records.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, work_dir=str(records), seed=0)
+    # Below ~64 trials per task the evolutionary search costs more (a population of 2048 mutated
+    # schedules per round, about a minute per task here) than it finds: sample the design space instead.
+    small = trials_per_task < 64
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, work_dir=str(records), seed=0, strategy="replay-trace" if small else "evolutionary")
     ms.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(records),
         max_trials_global=trials_per_task * len(tasks), max_trials_per_task=trials_per_task,
@@ -139,9 +148,8 @@ def tune(tasks: list[Any], target: Any, preset: TargetPreset, records: Path, tri
         builder=ms.builder.LocalBuilder(timeout_sec=BUILDER_TIMEOUT_S),
         runner=ms.runner.LocalRunner(timeout_sec=RUNNER_TIMEOUT_S, evaluator_config=ms.runner.EvaluatorConfig(
             number=3, repeat=1, min_repeat_ms=0, enable_cpu_cache_flush=False)),
-        # The XGBoost model only pays off over hundreds of trials per task; with a handful, sampling
-        # the design space at random is as good and needs no xgboost.
-        cost_model="xgb" if _has("xgboost") and trials_per_task >= 64 else "random")
+        # The XGBoost cost model only pays off over many trials per task (and needs xgboost).
+        cost_model="random" if small or not _has("xgboost") else "xgb")
     return time.perf_counter() - started
 
 
@@ -153,9 +161,22 @@ def apply_records(module: Any, target: Any, records: Path) -> tuple[Any, int]:
     database = ms.database.JSONDatabase(work_dir=str(records))
     with target, database:
         applied = relax.transform.MetaScheduleApplyDatabase()(module)
-    tuned = sum(1 for _, func in applied.functions_items()
-                if func.attrs is not None and "tir.is_scheduled" in func.attrs)
-    return applied, tuned
+    return applied, count_scheduled(applied)
+
+
+def count_scheduled(module: Any) -> int:
+    """How many TIR functions of ``module`` carry a schedule (dlight and MetaSchedule both mark them)."""
+    from tvm import tirx
+
+    return sum(1 for _, func in module.functions_items()
+               if isinstance(func, tirx.PrimFunc) and func.attrs is not None
+               and int(func.attrs.get("tirx.is_scheduled", 0)) == 1)
+
+
+def count_functions(module: Any) -> int:
+    from tvm import tirx
+
+    return sum(1 for _, func in module.functions_items() if isinstance(func, tirx.PrimFunc))
 
 
 def _has(module: str) -> bool:
