@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -155,3 +156,39 @@ def test_metaschedule_for_a_foreign_target_needs_the_device(tiny, tmp_path, monk
 def test_runner_refuses_a_directory_without_the_library(tmp_path) -> None:
     with pytest.raises(ToolchainError, match="model.so is missing"):
         get_backend("tvm").runner(tmp_path, {"backend_details": {"runtime_file": "model.so"}}, load_preset("x86-64"))
+
+
+def test_cli_compiles_and_runs_a_pruned_model(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from prunec.cli import app
+    from prunec.compile import load_runner
+
+    cli, out = CliRunner(), tmp_path / "out"
+    result = cli.invoke(app, ["compile", "models:resnet", "--target", "x86-64", "--backend", "tvm", "--ratio", "0.3",
+                              "--tuning", "dlight", "--repeat", "0", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend_details"]["tuning"] == "dlight" and manifest["verification"]["max_abs_diff"] < 1e-4
+    x = np.random.default_rng(0).standard_normal(manifest["inputs"][0]["shape"]).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x)
+    result = cli.invoke(app, ["run", str(out), "--inputs", str(tmp_path / "x.npz"), "--output", str(tmp_path / "y.npz")])
+    assert result.exit_code == 0, result.output
+    logits = np.load(tmp_path / "y.npz")[manifest["outputs"][0]["name"]]
+    np.testing.assert_array_equal(logits, load_runner(out)[1]([x])[0])
+
+
+def test_cli_refuses_armv7_before_loading_the_model(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from prunec.cli import app
+
+    monkeypatch.delenv("PRUNEC_TVM_RUNTIME_ARMV7", raising=False)
+    refused = CliRunner().invoke(app, ["compile", "models:resnet", "--target", "armv7", "--backend", "tvm",
+                                       "-o", str(tmp_path / "arm")])
+    assert refused.exit_code == 9
+    if shutil.which("arm-linux-gnueabihf-g++") and shutil.which("qemu-arm"):
+        assert "no armv7 runtime wheel" in refused.output
+    else:
+        assert "is not installed" in refused.output
+    assert not (tmp_path / "arm").exists()
