@@ -86,7 +86,8 @@ def apply_dlight(module: Any, target: Any, rules: list[Any] | None = None) -> An
     from tvm.s_tir import dlight
 
     with target:
-        return dlight.ApplyDefaultSchedule(*(rules if rules is not None else dlight_rules()))(module)
+        # clone(): ApplyDefaultSchedule writes the scheduled functions into the module it is given.
+        return dlight.ApplyDefaultSchedule(*(rules if rules is not None else dlight_rules()))(module.clone())
 
 
 def extract_tasks(module: Any, target: Any) -> list[Any]:

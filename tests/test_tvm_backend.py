@@ -64,7 +64,8 @@ def test_host_build_runs_in_process_and_matches_pytorch(tiny, host_build) -> Non
     _, x, reference = tiny
     out, manifest = host_build
     assert (out / "model.so").is_file()
-    assert manifest["backend_details"]["tuning"] == "dlight"
+    details = manifest["backend_details"]
+    assert details["tuning"] == "dlight" and details["scheduled_tasks"] == details["tasks"] > 0
     outputs = get_backend("tvm").runner(out, manifest, load_preset("x86-64"))([x])
     assert len(outputs) == 1 and outputs[0].shape == reference.shape
     assert np.abs(outputs[0] - reference).max() < TOLERANCE
@@ -79,6 +80,24 @@ def test_host_build_runs_in_the_native_cpp_runner(tiny, host_build) -> None:
     outputs, times = native_runner(out / "model.so", threads=2).run([x], repeat=3)
     assert np.abs(outputs[0] - reference).max() < TOLERANCE
     assert len(times) == 3 and all(t > 0 for t in times)
+
+
+def test_dlight_rule_parallelises_and_vectorises_convolutions(tiny) -> None:
+    import tvm
+
+    from prunec.targets import tvm_backend, tvm_tuning
+
+    program, _, _ = tiny
+    target = tvm.target.Target(tvm_backend.tvm_target(load_preset("x86-64")))
+    fused = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target)
+    tvm_only = tvm_tuning.apply_dlight(fused, target, tvm_tuning.dlight_rules(with_prunec_rules=False))
+    ours = tvm_tuning.apply_dlight(fused, target)
+    convs = [g.name_hint for g, f in fused.functions_items() if g.name_hint.startswith("fused_conv2d")]
+    assert len(convs) == 2
+    for name in convs:
+        text = ours[name].script()
+        assert "T.parallel" in text and "T.vectorized" in text and 'scope="local"' in text, name
+        assert 'scope="local"' not in tvm_only[name].script(), name  # TVM's rules have no register tile
 
 
 def test_signature_names_inputs_and_outputs(tiny, tmp_path) -> None:
