@@ -12,6 +12,8 @@ classic CPU schedule, with fixed sizes instead of a search:
   output channel, ``lanes`` the vector width along the innermost, contiguous, axis), accumulated in a
   local buffer with the innermost axis vectorised;
 * compute the epilogue right after each outer tile, while its outputs are in cache.
+
+Standalone element-wise tasks (explicit padding, reshapes) get one parallel, vectorised loop nest.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def make_rule() -> Any:
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
         kinds = [_kinds(sch, b) for b in blocks]
         reductions = [i for i, k in enumerate(kinds) if "R" in k]
+        if not reductions and all(k and set(k) == {"S"} for k in kinds):
+            return _injective(sch, blocks, target)
         if len(reductions) != 1:
             return None
         index = reductions[0]
@@ -113,6 +117,13 @@ def make_rule() -> Any:
         sch.vectorize(inner[-1])
         init = sch.decompose_reduction(main, r_loops[0])
         _vectorize_innermost(sch, init, lanes)
+        return sch
+
+    def _injective(sch: s_tir.Schedule, blocks: list[Any], target: Any) -> s_tir.Schedule:
+        """Standalone element-wise tasks (padding, reshape, transpose): one parallel, vectorised pass."""
+        for block in blocks[:-1]:
+            sch.compute_inline(block)
+        _parallel_vectorize(sch, blocks[-1], lanes_of(sch, blocks[-1], target))
         return sch
 
     def lanes_of(sch: s_tir.Schedule, block: Any, target: Any) -> int:
