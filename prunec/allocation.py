@@ -65,6 +65,28 @@ def uniform_count(group: Group, ratio: float) -> int:
     return min(int(round(ratio * group.size)), group.size - 1)
 
 
+ROUNDED_KINDS = ("channels", "residual")
+
+
+def round_kept(groups: list[Group], scores: Mapping[int, np.ndarray], removed: Mapping[int, tuple[int, ...]],
+               multiple: int) -> dict[int, tuple[int, ...]]:
+    """Adjust a removal plan so that every pruned channel/residual group keeps a multiple of ``multiple``
+    units (the nearest one, at least ``multiple``, at most the group's size), lowest scores going first.
+
+    Vectorised kernels (ONNX Runtime's NCHWc convolutions, SIMD GEMM tiles) run fastest on widths that
+    are multiples of their vector width. Head groups and untouched groups are left as they are.
+    """
+    out = dict(removed)
+    for g in groups:
+        units = removed.get(g.id, ())
+        if not units or multiple <= 1 or g.kind not in ROUNDED_KINDS or g.blocks > 1 or g.size <= multiple:
+            continue
+        keep = g.size - len(units)
+        target = min(g.size, max(multiple, int(round(keep / multiple)) * multiple))
+        out[g.id] = lowest_units(g, scores[g.id], g.size - target)
+    return out
+
+
 @register_allocation("uniform")
 def uniform(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float) -> dict[int, tuple[int, ...]]:
     """Remove the same fraction of units from every prunable group."""

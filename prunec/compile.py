@@ -1,7 +1,9 @@
 """The compile pipeline behind ``prunec compile``: prune, lower for a device target, verify, report.
 
-``compile_model(loaded, CompileJob(...), out)`` runs straight-line named steps:
-resolve the target and backend → (round pruned widths to the target's multiple) → prune
+``compile_model(loaded, CompileJob(...), out)`` runs straight-line named steps (in two halves,
+:func:`prune_and_export` and :func:`lower_and_verify`, so that one pruned program can be lowered
+several ways):
+resolve the target and backend → prune (kept widths optionally rounded to the target's multiple)
 (:func:`prunec.pipeline.run_pruning`) → export the pruned module (``torch.export``) → lower with
 the backend → verify the artefact against the pruned PyTorch module → time it → write
 ``manifest.json`` and ``report.md``. Everything lands in ``out`` atomically.
@@ -32,8 +34,8 @@ from prunec.targets.preset import TargetPreset, load_preset
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 QUANTIZE_MODES = ("none", "dynamic", "static")
-# Default tolerances, relative to max(1, max |reference|). Float artefacts only differ from PyTorch by
-# operator fusion and summation order; int8 changes every weight by up to half a quantisation step.
+# Default tolerances (see :func:`verify`): float artefacts, max abs difference relative to
+# max(1, max |reference|); int8 artefacts, relative L2 error of each output.
 FLOAT_TOLERANCE = 1e-3
 INT8_TOLERANCE = 0.25
 
@@ -46,7 +48,7 @@ class CompileJob:
     backend: str = "onnx"
     prune: PruneJob = field(default_factory=PruneJob)
     quantize: str = "none"                 # none, dynamic, static (int8 needs calibration data)
-    round_widths: bool = False             # round kept channel widths to the target's width_multiple
+    round_widths: bool = True              # round kept channel/residual widths to the target's width_multiple
     tuning: str = "default"                # backend specific (tvm)
     tuning_trials: int = 0
     threads: int = 2                       # for verification and latency; 0: the runtime's default
@@ -83,31 +85,6 @@ def resolve_target(job: CompileJob) -> tuple[TargetPreset, Backend]:
     return preset, backend
 
 
-def round_widths(loaded: LoadedModel, job: PruneJob, multiple: int) -> tuple[PruneJob, str]:
-    """Turn a uniform ``ratio`` on ``channels`` into an explicit width rounded to ``multiple``.
-
-    Applies when the job prunes only channels, by ratio, with uniform allocation, and every channel
-    group has the same size (transformer FFNs); otherwise the job is returned unchanged with the
-    reason. Returns the job and a note for the manifest.
-    """
-    from prunec.allocation import uniform_count
-    from prunec.prune import analyze, select_groups
-
-    if multiple <= 1:
-        return job, "target width_multiple is 1"
-    if job.kind_tuple != ("channels",) or job.budget or job.widths or job.allocation != "uniform" or job.steps > 1:
-        return job, "rounding applies to --kinds channels with --ratio and uniform allocation only"
-    analysis = analyze(loaded.model, loaded.args, loaded.kwargs, ignore=job.ignore)
-    groups = select_groups(analysis, ("channels",))
-    sizes = {g.size for g in groups}
-    if len(sizes) != 1:
-        return job, f"channel groups have {len(sizes)} different sizes; rounding needs one common size"
-    group = groups[0]
-    keep = group.size - uniform_count(group, job.ratio)
-    rounded = min(group.size, max(multiple, int(round(keep / multiple)) * multiple))
-    return replace(job, widths=(("channels", rounded),)), f"kept channels {keep} -> {rounded} (multiple of {multiple})"
-
-
 def export_program(outcome: PruneOutcome) -> torch.export.ExportedProgram:
     """The pruned module as an exported program (what every backend lowers)."""
     return torch.export.export(outcome.result.module, outcome.args, outcome.kwargs, strict=False)
@@ -137,27 +114,36 @@ def calibration_inputs(loaded: LoadedModel, job: PruneJob, example: Sequence[np.
 
 
 def verify(runner: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs: Sequence[np.ndarray],
-           reference: Sequence[np.ndarray], tolerance: float) -> dict[str, Any]:
-    """Run the artefact and compare with the PyTorch reference; raises :class:`VerificationError`."""
+           reference: Sequence[np.ndarray], tolerance: float, metric: str = "max_abs") -> dict[str, Any]:
+    """Run the artefact and compare with the PyTorch reference; raises :class:`VerificationError`.
+
+    ``metric`` ``max_abs``: max |artefact - reference| <= tolerance x max(1, max |reference|) (float
+    artefacts, which differ only by fusion and summation order). ``relative_l2``: ||artefact -
+    reference|| / ||reference|| <= tolerance, per output (int8 artefacts: every weight moves by up to
+    half a quantisation step, so the largest single difference among millions of logits says little).
+    """
     outputs = runner(inputs)
     if len(outputs) != len(reference):
         raise VerificationError(f"the artefact returns {len(outputs)} outputs, PyTorch {len(reference)}")
-    diff = 0.0
-    scale = 1.0
+    diff, scale, rel = 0.0, 1.0, 0.0
     for got, want in zip(outputs, reference):
         if got.shape != want.shape:
             raise VerificationError(f"artefact output shape {got.shape} differs from PyTorch's {want.shape}")
-        if want.size:
-            diff = max(diff, float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max()))
-            scale = max(scale, float(np.abs(want).max()))
-    rel = [float(np.linalg.norm((g - w).ravel()) / max(np.linalg.norm(w.ravel()), 1e-12))
-           for g, w in zip(outputs, reference) if w.size]
-    limit = tolerance * scale
-    if not diff <= limit:
-        raise VerificationError(f"compiled artefact differs from PyTorch by {diff:.3g} (> {limit:.3g} = "
-                                f"{tolerance:g} x {scale:.3g}); the lowering changed the numbers, try another "
-                                f"--backend or --quantize none, or loosen --tolerance")
-    return {"max_abs_diff": diff, "tolerance": limit, "relative_l2_error": max(rel, default=0.0)}
+        if not want.size:
+            continue
+        delta = got.astype(np.float64) - want.astype(np.float64)
+        diff = max(diff, float(np.abs(delta).max()))
+        scale = max(scale, float(np.abs(want).max()))
+        rel = max(rel, float(np.linalg.norm(delta.ravel()) / max(np.linalg.norm(want.astype(np.float64).ravel()), 1e-12)))
+    if metric == "relative_l2":
+        value, limit, what = rel, tolerance, "relative L2 error"
+    else:
+        value, limit, what = diff, tolerance * scale, "max |artefact - PyTorch|"
+    if not value <= limit:
+        raise VerificationError(f"compiled artefact differs from PyTorch: {what} {value:.3g} > {limit:.3g}; the "
+                                f"lowering changed the numbers, try another --backend or --quantize none, or loosen "
+                                f"--tolerance")
+    return {"max_abs_diff": diff, "relative_l2_error": rel, "metric": metric, "tolerance": limit}
 
 
 def measure_latency(runner: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs: Sequence[np.ndarray],
@@ -191,7 +177,7 @@ def build_manifest(loaded: LoadedModel, job: CompileJob, preset: TargetPreset, a
         "format": 1,
         "model": loaded.name or loaded.source,
         "target": preset.name,
-        "target_preset": {k: v for k, v in asdict(preset).items()},
+        "target_preset": asdict(preset),
         "backend": job.backend,
         "backend_details": artifact.details,
         "quantize": job.quantize,
@@ -224,9 +210,9 @@ def markdown(manifest: dict[str, Any]) -> str:
         f"- FLOPs: {m['flops_before']:,} -> {m['flops_after']:,} "
         f"({m['flops_after'] / max(m['flops_before'], 1):.3f} of the original)",
         f"- quantisation: {m['quantize']}",
-        f"- verification: max |artefact - PyTorch| = {m['verification']['max_abs_diff']:.3g} "
-        f"(tolerance {m['verification']['tolerance']:.3g}, relative L2 error "
-        f"{m['verification']['relative_l2_error']:.3g}); pruned vs original: {m['max_abs_diff_pruned_vs_original']:.3g}",
+        f"- verification: max |artefact - PyTorch| = {m['verification']['max_abs_diff']:.3g}, relative L2 error "
+        f"{m['verification']['relative_l2_error']:.3g} (checked: {m['verification']['metric']} <= "
+        f"{m['verification']['tolerance']:.3g}); pruned vs original: {m['max_abs_diff_pruned_vs_original']:.3g}",
         f"- latency: " + (f"median {lat['median_ms']} ms over {lat['repeat']} runs, {m['threads']} threads, "
                           f"{lat['where']}" if lat else "not measured"),
         "", "## Inputs and outputs", "", "| role | name | shape | dtype |", "|---|---|---|---|",
@@ -241,49 +227,87 @@ def markdown(manifest: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compile_model(loaded: LoadedModel, job: CompileJob, output: Path, *, overwrite: bool = False,
-                  on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Prune ``loaded`` and compile it for ``job.target`` into ``output``; returns the manifest."""
+@dataclass
+class PrunedProgram:
+    """The front half of a compile: the pruned model exported, with the inputs it was traced on and
+    the PyTorch reference outputs the artefact is verified against."""
+
+    outcome: PruneOutcome
+    program: torch.export.ExportedProgram
+    inputs: list[np.ndarray]
+    reference: list[np.ndarray]
+    calibration: tuple[tuple[np.ndarray, ...], ...]
+    steps: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _timed(steps: dict[str, float], on_stage: Callable[[str], None], name: str, fn: Callable[[], Any]) -> Any:
+    on_stage(name)
+    start = time.perf_counter()
+    value = fn()
+    steps[name] = round(time.perf_counter() - start, 3)
+    return value
+
+
+def prune_and_export(loaded: LoadedModel, job: CompileJob, preset: TargetPreset,
+                     on_stage: Callable[[str], None] = lambda _: None) -> PrunedProgram:
+    """Round widths (optional) → prune → export → reference outputs → calibration inputs (static int8)."""
     steps: dict[str, float] = {}
     notes: dict[str, str] = {}
-
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        on_stage(name)
-        start = time.perf_counter()
-        value = fn()
-        steps[name] = round(time.perf_counter() - start, 3)
-        return value
-
-    job = job.resolved()
-    if Path(output).exists() and not overwrite:
-        raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
-    preset, backend = timed("resolve target", lambda: resolve_target(job))
     prune_job = job.prune
     if job.round_widths:
-        prune_job, notes["width_rounding"] = timed(
-            "round widths", lambda: round_widths(loaded, job.prune, preset.width_multiple))
-    outcome = timed("prune", lambda: run_pruning(loaded, prune_job, on_stage))
-    program = timed("export", lambda: export_program(outcome))
+        prune_job = replace(prune_job, round_to=preset.width_multiple)
+        notes["width_rounding"] = f"kept channel/residual widths rounded to multiples of {preset.width_multiple}"
+    outcome = _timed(steps, on_stage, "prune", lambda: run_pruning(loaded, prune_job, on_stage))
+    program = _timed(steps, on_stage, "export", lambda: export_program(outcome))
     inputs = flat_inputs(outcome.args, outcome.kwargs)
     with torch.no_grad():
         reference = flat_outputs(outcome.result.module(*outcome.args, **outcome.kwargs))
-    calibration = timed("read calibration", lambda: calibration_inputs(loaded, prune_job, inputs)) \
+    calibration = _timed(steps, on_stage, "read calibration", lambda: calibration_inputs(loaded, prune_job, inputs)) \
         if job.quantize == "static" else ()
+    return PrunedProgram(outcome, program, inputs, reference, calibration, steps, notes)
+
+
+def lower_and_verify(loaded: LoadedModel, pruned: PrunedProgram, job: CompileJob, output: Path, *,
+                     overwrite: bool = False, on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Lower → load the runtime → verify → time → write the manifest and report, atomically into ``output``.
+
+    ``pruned`` may be lowered more than once (float and int8, several targets) with different jobs.
+    """
+    steps, notes = dict(pruned.steps), dict(pruned.notes)
+    preset, backend = _timed(steps, on_stage, "resolve target", lambda: resolve_target(job))
+    if job.quantize == "static" and not pruned.calibration:
+        raise ConfigError("--quantize static needs calibration data: pass --calib FILE")
     options = CompileOptions(quantize=job.quantize, tuning=job.tuning, tuning_trials=job.tuning_trials,
-                             threads=job.threads, calibration=calibration)
+                             threads=job.threads, calibration=pruned.calibration)
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
-        artifact = timed("lower", lambda: backend.compile(program, inputs, preset, tmp, options))
+        artifact = _timed(steps, on_stage, "lower", lambda: backend.compile(pruned.program, pruned.inputs, preset, tmp,
+                                                                           options))
         runtime_manifest = {"threads": job.threads, "backend_details": artifact.details}
-        runner = timed("load runtime", lambda: backend.runner(tmp, runtime_manifest, preset))
-        checks = timed("verify", lambda: verify(runner, inputs, reference, job.effective_tolerance))
+        runner = _timed(steps, on_stage, "load runtime", lambda: backend.runner(tmp, runtime_manifest, preset))
+        checks = _timed(steps, on_stage, "verify",
+                        lambda: verify(runner, pruned.inputs, pruned.reference, job.effective_tolerance,
+                                       "max_abs" if job.quantize == "none" else "relative_l2"))
         latency = None
         if job.latency_repeat:
-            latency = timed("measure latency", lambda: measure_latency(runner, inputs, job.latency_repeat))
+            latency = _timed(steps, on_stage, "measure latency",
+                             lambda: measure_latency(runner, pruned.inputs, job.latency_repeat))
             latency["where"] = artifact.details.get("runs_on", "this host")
-        manifest = build_manifest(loaded, job, preset, artifact, outcome, tmp, checks, latency, steps, notes)
+        manifest = build_manifest(loaded, job, preset, artifact, pruned.outcome, tmp, checks, latency, steps, notes)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         (tmp / REPORT).write_text(markdown(manifest))
     return manifest
+
+
+def compile_model(loaded: LoadedModel, job: CompileJob, output: Path, *, overwrite: bool = False,
+                  on_stage: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Prune ``loaded`` and compile it for ``job.target`` into ``output``; returns the manifest."""
+    job = job.resolved()
+    if Path(output).exists() and not overwrite:
+        raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
+    preset, _ = resolve_target(job)
+    pruned = prune_and_export(loaded, job, preset, on_stage)
+    return lower_and_verify(loaded, pruned, job, output, overwrite=overwrite, on_stage=on_stage)
 
 
 def load_manifest(directory: Path) -> dict[str, Any]:
@@ -300,6 +324,9 @@ def load_manifest(directory: Path) -> dict[str, Any]:
 def load_runner(directory: Path, threads: int | None = None) -> tuple[dict[str, Any], Callable[[Sequence[np.ndarray]], list[np.ndarray]]]:
     """The manifest and the backend's runner for a compiled directory (``threads`` overrides the manifest's)."""
     manifest = load_manifest(directory)
+    missing = [k for k in ("backend", "target_preset", "inputs", "outputs") if k not in manifest]
+    if missing:
+        raise ConfigError(f"{Path(directory) / MANIFEST} lacks {', '.join(missing)}; recompile with prunec compile")
     preset = _manifest_preset(manifest)
     backend = get_backend(manifest["backend"])
     reason = backend.missing(preset)
@@ -314,4 +341,7 @@ def _manifest_preset(manifest: dict[str, Any]) -> TargetPreset:
     # The preset is stored whole so that a directory compiled from a user's .toml runs without it.
     data = dict(manifest["target_preset"])
     data["llvm_features"] = tuple(data.get("llvm_features", ()))
-    return TargetPreset(**data)
+    try:
+        return TargetPreset(**data)
+    except TypeError as exc:
+        raise ConfigError(f"the manifest's target_preset does not fit this prunec ({exc}); recompile") from None

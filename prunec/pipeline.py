@@ -52,6 +52,7 @@ class PruneJob:
     steps: int = 1
     max_step_regression: float = 1.5
     ignore: tuple[str, ...] = ()
+    round_to: int = 1               # round kept channel/residual widths to this multiple (a target's)
 
     def resolved(self) -> "PruneJob":
         """Fill in the ``auto`` defaults and validate combinations (raises :class:`ConfigError`)."""
@@ -72,6 +73,10 @@ class PruneJob:
             raise ConfigError("--steps needs a --budget (e.g. --budget params=0.8)")
         if job.recover and not job.calib:
             raise ConfigError("--recover needs calibration data (--calib FILE)")
+        if job.round_to < 1:
+            raise ConfigError("round_to must be >= 1")
+        if job.steps > 1 and job.round_to > 1:
+            raise ConfigError("width rounding works with one-shot pruning, not with --steps")
         if job.steps > 1 and job.widths:
             raise ConfigError("--steps works with --budget, not with --width")
         return job
@@ -141,7 +146,7 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
     else:
         on_stage("tracing, analysing, pruning")
         result = prune(loaded.model, args, kwargs, ratio=job.ratio, budget=budget,
-                       widths=dict(job.widths) or None, **options)
+                       widths=dict(job.widths) or None, round_to=job.round_to, **options)
     if job.recover:
         on_stage(f"recovering ({job.recover_steps} distillation steps)")
         result.recovery_losses = distill(result.module, loaded.model, calibration,

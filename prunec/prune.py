@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from prunec.allocation import get_allocation, lowest_units, ranked_candidates
+from prunec.allocation import get_allocation, lowest_units, ranked_candidates, round_kept
 from prunec.analysis.analyze import Analysis, analyze_graph
 from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group
 from prunec.attrs import get_path
@@ -119,13 +119,15 @@ def plan_removal(
     budget: Budget | None = None,
     widths: dict[str, int] | None = None,
     model: torch.nn.Module | None = None,
+    round_to: int = 1,
 ) -> dict[int, tuple[int, ...]]:
     """Decide which units to remove: ``ratio`` per group, whatever meets ``budget``, or explicit
     target ``widths`` per kind (``{"channels": 1152, "heads": 6}``: every group of that kind keeps
     that many units).
 
     With ``model``, widths are adjusted to what its Hugging Face config can express
-    (see :func:`prunec.hf.fit_config_constraints`).
+    (see :func:`prunec.hf.fit_config_constraints`). ``round_to`` > 1 rounds every pruned
+    channel/residual group's kept width to a multiple of it (:func:`prunec.allocation.round_kept`).
     """
     from prunec.hf import fit_config_constraints
 
@@ -158,6 +160,8 @@ def plan_removal(
             removed = fit(solve_prefix(ranked, counter, budget.keep))
         else:
             _, removed = solve_ratio(lambda r: fit(allocator(groups, scores, r)), counter, budget.keep)
+    if round_to > 1:
+        removed = fit(round_kept(groups, scores, removed, round_to))
     return {gid: units for gid, units in removed.items() if units}
 
 
@@ -178,6 +182,7 @@ def prune(
     bias_compensation: bool = False,
     reconstruct: bool = False,
     recover: RecoveryConfig | None = None,
+    round_to: int = 1,
 ) -> PruneResult:
     """Remove units of the prunable groups of ``model``.
 
@@ -190,7 +195,8 @@ def prune(
     ``bias_compensation`` folds the mean contribution of removed inputs into the
     reading layers' biases; ``reconstruct`` refits the reading linear layers by least
     squares on the calibration inputs (both need calibration).  ``recover`` then
-    distils the pruned model from ``model`` on the calibration batches.
+    distils the pruned model from ``model`` on the calibration batches. ``round_to`` rounds the
+    kept width of every pruned channel/residual group to a multiple of it (a target's vector width).
 
     Returns a :class:`PruneResult` whose ``module`` is a runnable ``nn.Module``
     (the pruned traced graph) called with the same inputs as ``model``.  The
@@ -221,7 +227,7 @@ def prune(
         inputs.grads = accumulate_gradients(gm, calibration, analysis.slots)
     scores = score_groups(analysis, groups, importance, inputs)
     removed = plan_removal(analysis, scores, ratio=ratio, kinds=kinds, allocation=allocation, budget=budget,
-                           widths=widths, model=model)
+                           widths=widths, model=model, round_to=round_to)
     if reconstruct and inputs.stats is not None:
         LeastSquaresReconstruction(analysis, removed, inputs.stats)(gm)
     elif bias_compensation and inputs.stats is not None:

@@ -115,6 +115,9 @@ def optimize_offline(src: Path, dst: Path, preset: TargetPreset, ort_format: boo
     options = ort.SessionOptions()
     options.graph_optimization_level = _level(preset)
     options.optimized_model_filepath = str(dst)
+    # Level "all" warns that the saved file may hold host-specific layouts: that is why only the host
+    # preset uses it (the manifest records the level).
+    options.log_severity_level = 3
     if ort_format:
         options.add_session_config_entry("session.save_model_format", "ORT")
     ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
@@ -162,6 +165,7 @@ class OnnxBackend:
             raise ToolchainError(f"unknown quantisation '{options.quantize}'; choose none, dynamic or static")
         if options.quantize == "static" and not options.calibration:
             raise ToolchainError("static int8 quantisation needs calibration data: pass --calib FILE")
+        out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="prunec-onnx-") as scratch:
             exported = Path(scratch) / "exported.onnx"
             export_onnx(program, exported)

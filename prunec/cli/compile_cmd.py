@@ -32,13 +32,15 @@ def compile_cmd(
     calib_samples: int = typer.Option(32, help="Number of calibration samples."),
     calib_seq_len: int = typer.Option(256, help="Tokens per calibration sample (text); also the compiled sequence length."),
     quantize: str = typer.Option("none", help="int8: none, dynamic (weights) or static (weights and activations, needs --calib)."),
-    round_widths: bool = typer.Option(False, help="Round kept channel widths to the target's width_multiple."),
+    round_widths: bool = typer.Option(True, help="Round kept channel/residual widths to the target's width_multiple "
+                                      "(measured: ResNet-50 at ratio 0.3 runs 1.3-1.4x faster in ORT rounded to 8)."),
     tuning: str = typer.Option("default", help="Backend-specific tuning (tvm: none, dlight, metaschedule)."),
     tuning_trials: int = typer.Option(0, help="Tuning trials (tvm metaschedule)."),
     threads: int = typer.Option(2, help="Threads for verification and timing (0: the runtime's default)."),
     repeat: int = typer.Option(20, help="Timed runs for the latency median (0: do not time)."),
-    tolerance: Optional[float] = typer.Option(None, help="Allowed max |artefact - PyTorch| relative to max(1, max |PyTorch|) "
-                                              "(default 1e-3, 0.25 with int8)."),
+    tolerance: Optional[float] = typer.Option(None, help="Verification: allowed max |artefact - PyTorch| relative to "
+                                              "max(1, max |PyTorch|) (default 1e-3); with int8, allowed relative L2 "
+                                              "error (default 0.25)."),
     seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
@@ -65,7 +67,8 @@ def compile_cmd(
     check, latency = manifest["verification"], manifest["latency"]
     out.print(f"[bold]{model}[/] for [bold]{preset.name}[/] ({backend}): params {manifest['params_before']:,} -> "
               f"{manifest['params_after']:,}, FLOPs {manifest['flops_before']:,} -> {manifest['flops_after']:,}")
-    out.print(f"verified: max |artefact - PyTorch| = {check['max_abs_diff']:.3g} (tolerance {check['tolerance']:.3g})"
+    out.print(f"verified: max |artefact - PyTorch| = {check['max_abs_diff']:.3g}, relative L2 error "
+              f"{check['relative_l2_error']:.3g} ({check['metric']} <= {check['tolerance']:.3g})"
               + (f"; latency median {latency['median_ms']} ms ({latency['where']})" if latency else ""))
     files = ", ".join(f"{f['path']} ({f['bytes']:,} B)" for f in manifest["files"])
     out.print(f"wrote {output}/: {files}, manifest.json, report.md")
