@@ -124,7 +124,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         run, seconds = ort_variant(program, arr, Path(scratch))
         rows["onnxruntime"] = {"ms": median_ms(lambda: run([arr]), args.repeat), "build_s": seconds,
                                "max_abs_diff": float(np.abs(run([arr])[0] - reference).max())}
-        variants = ["none", "dlight-tvm", "dlight"] + (["ms"] if args.ms_trials > 0 else [])
+        variants = [v for v in args.variants.split(",") if v != "ms"] + (["ms"] if args.ms_trials > 0 else [])
         for how in variants:
             run, seconds, details = tvm_variant(program, arr, how, args.ms_trials, Path(scratch))
             repeat = args.slow_repeat if how in ("none", "dlight-tvm") else args.repeat
@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--models", default="resnet50,resnet18,mobilenetv2")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--slow-repeat", type=int, default=3, help="runs of the unscheduled builds (seconds each)")
+    parser.add_argument("--variants", default="none,dlight-tvm,dlight", help="TVM variants besides tvm-ms")
     parser.add_argument("--ms-trials", type=int, default=0, help="MetaSchedule trials per task (0: skip the variant)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
