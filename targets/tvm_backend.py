@@ -68,7 +68,8 @@ class TvmBackend:
         if importlib.util.find_spec("tvm") is None or importlib.util.find_spec("tvm_ffi") is None:
             return "the tvm backend needs apache-tvm: pip install 'prunec[tvm]'"
         if preset.is_host:
-            return None
+            # export_library links the host library with $CXX (TVM's default: g++).
+            return missing_tool(os.environ.get("CXX", "g++"))
         from prunec.targets import tvm_runtime
 
         for tool in (preset.cross_compiler, preset.emulator):

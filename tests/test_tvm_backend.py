@@ -211,3 +211,9 @@ def test_cli_refuses_armv7_before_loading_the_model(tmp_path, monkeypatch) -> No
     else:
         assert "is not installed" in refused.output
     assert not (tmp_path / "arm").exists()
+
+
+def test_host_needs_a_cxx_compiler(monkeypatch) -> None:
+    monkeypatch.setenv("CXX", "nonexistent-cxx")
+    assert get_backend("tvm").missing(load_preset("x86-64")) == \
+        "nonexistent-cxx is not installed (install nonexistent-cxx and put it on PATH)"
