@@ -133,7 +133,8 @@ def tune(tasks: list[Any], target: Any, preset: TargetPreset, records: Path, tri
     check_pin()
     from tvm.s_tir import meta_schedule as ms
 
-    import psutil  # noqa: F401  (MetaSchedule's local builder needs it; fail here with a clear message)
+    if not _has("psutil"):  # MetaSchedule's local builder and runner need it
+        raise ToolchainError("MetaSchedule needs psutil: pip install psutil (or use --tuning dlight)")
 
     records.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
