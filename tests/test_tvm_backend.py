@@ -1,0 +1,219 @@
+"""The TVM backend: compile for the host and for rpi4 (cross compiled, run under qemu), match PyTorch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from prunec.errors import ConfigError, ToolchainError
+from prunec.targets.backend import CompileOptions, get_backend
+from prunec.targets.preset import load_preset
+
+pytest.importorskip("tvm", reason="the tvm backend needs apache-tvm: pip install 'prunec[tvm]'")
+
+TOLERANCE = 1e-5
+
+
+class TinyCNN(torch.nn.Module):
+    """Conv-BN-ReLU, a residual conv, pooling and a linear head: the ops a pruned CNN lowers to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.body = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        h = torch.relu(h + self.body(h))
+        return self.head(h.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[torch.export.ExportedProgram, np.ndarray, np.ndarray]:
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        program = torch.export.export(model, (x,), strict=False)
+        reference = model(x).numpy()
+    return program, x.numpy(), reference
+
+
+@pytest.fixture(scope="module")
+def host_build(tiny, tmp_path_factory) -> tuple[Path, dict]:
+    program, x, _ = tiny
+    out = tmp_path_factory.mktemp("x86")
+    artifact = get_backend("tvm").compile(program, [x], load_preset("x86-64"), out, CompileOptions(tuning="dlight"))
+    return out, {"threads": 2, "backend_details": artifact.details}
+
+
+def _needs(*tools: str) -> None:
+    absent = [t for t in tools if shutil.which(t) is None]
+    if absent:
+        pytest.skip(f"{', '.join(absent)} not installed (apt-get install g++-aarch64-linux-gnu qemu-user)")
+
+
+def test_host_build_runs_in_process_and_matches_pytorch(tiny, host_build) -> None:
+    _, x, reference = tiny
+    out, manifest = host_build
+    assert (out / "model.so").is_file()
+    details = manifest["backend_details"]
+    assert details["tuning"] == "dlight" and details["scheduled_tasks"] == details["tasks"] > 0
+    outputs = get_backend("tvm").runner(out, manifest, load_preset("x86-64"))([x])
+    assert len(outputs) == 1 and outputs[0].shape == reference.shape
+    assert np.abs(outputs[0] - reference).max() < TOLERANCE
+
+
+def test_host_build_runs_in_the_native_cpp_runner(tiny, host_build) -> None:
+    _needs("g++")
+    from prunec.targets.tvm_runtime import native_runner
+
+    _, x, reference = tiny
+    out, _ = host_build
+    outputs, times = native_runner(out / "model.so", threads=2).run([x], repeat=3)
+    assert np.abs(outputs[0] - reference).max() < TOLERANCE
+    assert len(times) == 3 and all(t > 0 for t in times)
+
+
+def test_dlight_rule_parallelises_and_vectorises_convolutions(tiny) -> None:
+    import tvm
+
+    from prunec.targets import tvm_backend, tvm_tuning
+
+    program, _, _ = tiny
+    target = tvm.target.Target(tvm_backend.tvm_target(load_preset("x86-64")))
+    fused = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target)
+    tvm_only = tvm_tuning.apply_dlight(fused, target, tvm_tuning.dlight_rules(with_prunec_rules=False))
+    ours = tvm_tuning.apply_dlight(fused, target)
+    convs = [g.name_hint for g, f in fused.functions_items() if g.name_hint.startswith("fused_conv2d")]
+    assert len(convs) == 2
+    for name in convs:
+        text = ours[name].script()
+        assert "T.parallel" in text and "T.vectorized" in text and 'scope="local"' in text, name
+        assert 'scope="local"' not in tvm_only[name].script(), name  # TVM's rules have no register tile
+
+
+def test_signature_names_inputs_and_outputs(tiny, tmp_path) -> None:
+    program, x, reference = tiny
+    artifact = get_backend("tvm").compile(program, [x], load_preset("x86-64"), tmp_path, CompileOptions(tuning="none"))
+    assert [(s.name, s.shape, s.dtype) for s in artifact.inputs] == [("x", (1, 3, 16, 16), "float32")]
+    assert [(s.shape, s.dtype) for s in artifact.outputs] == [(reference.shape, "float32")]
+    assert artifact.details["tuning"] == "none" and artifact.files == ["model.so"]
+
+
+def test_rpi4_build_runs_under_qemu_and_matches_pytorch(tiny, tmp_path) -> None:
+    _needs("aarch64-linux-gnu-g++", "qemu-aarch64")
+    from prunec.targets.tvm_runtime import runtime_root
+
+    try:
+        runtime_root("aarch64")  # fetches the aarch64 wheels once (then cached)
+    except ToolchainError as exc:
+        pytest.skip(f"no aarch64 TVM runtime here: {exc}")
+    program, x, reference = tiny
+    backend, preset = get_backend("tvm"), load_preset("rpi4")
+    assert backend.missing(preset) is None
+    artifact = backend.compile(program, [x], preset, tmp_path, CompileOptions(tuning="dlight"))
+    header = (tmp_path / "model.so").read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
+    assert "qemu-aarch64" in artifact.details["runs_on"]
+    outputs = backend.runner(tmp_path, {"threads": 1, "backend_details": artifact.details}, preset)([x])
+    assert np.abs(outputs[0] - reference).max() < TOLERANCE
+
+
+def test_missing_cross_compiler_is_named_with_its_package(tmp_path) -> None:
+    from importlib import resources
+
+    preset_text = (resources.files("prunec.targets") / "rpi4.toml").read_text()
+    board = tmp_path / "board.toml"
+    board.write_text(preset_text.replace('"aarch64-linux-gnu-g++"', '"aarch64-nonexistent-g++"'))
+    reason = get_backend("tvm").missing(load_preset(board))
+    assert reason == "aarch64-nonexistent-g++ is not installed (install aarch64-nonexistent-g++ and put it on PATH)"
+
+
+def test_missing_emulator_names_the_debian_package(monkeypatch) -> None:
+    import prunec.targets.tvm_backend as tvm_backend
+
+    real_which = shutil.which
+    monkeypatch.setattr(tvm_backend.shutil, "which", lambda tool: None if tool == "qemu-aarch64" else real_which(tool))
+    reason = get_backend("tvm").missing(load_preset("rpi4"))
+    if real_which("aarch64-linux-gnu-g++") is None:
+        assert reason == "aarch64-linux-gnu-g++ is not installed (apt-get install g++-aarch64-linux-gnu)"
+    else:
+        assert reason == "qemu-aarch64 is not installed (apt-get install qemu-user)"
+
+
+def test_architectures_without_a_runtime_wheel_are_refused_with_the_fix(monkeypatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")  # toolchain present: the runtime is the gap
+    monkeypatch.delenv("PRUNEC_TVM_RUNTIME_RISCV64", raising=False)
+    reason = get_backend("tvm").missing(load_preset("riscv64"))
+    assert reason is not None and "no riscv64 runtime wheel" in reason and "PRUNEC_TVM_RUNTIME_RISCV64" in reason
+
+
+def test_bad_options_are_refused(tiny, tmp_path) -> None:
+    program, x, _ = tiny
+    backend = get_backend("tvm")
+    with pytest.raises(ConfigError, match="unknown tuning 'fast'"):
+        backend.compile(program, [x], load_preset("x86-64"), tmp_path, CompileOptions(tuning="fast"))
+    with pytest.raises(ConfigError, match="float models only"):
+        backend.compile(program, [x], load_preset("x86-64"), tmp_path, CompileOptions(quantize="dynamic"))
+
+
+def test_metaschedule_for_a_foreign_target_needs_the_device(tiny, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PRUNEC_CACHE_DIR", str(tmp_path / "cache"))
+    program, x, _ = tiny
+    with pytest.raises(ToolchainError, match="measures candidates on the device"):
+        get_backend("tvm").compile(program, [x], load_preset("rpi4"), tmp_path, CompileOptions(tuning="metaschedule"))
+
+
+def test_runner_refuses_a_directory_without_the_library(tmp_path) -> None:
+    with pytest.raises(ToolchainError, match="model.so is missing"):
+        get_backend("tvm").runner(tmp_path, {"backend_details": {"runtime_file": "model.so"}}, load_preset("x86-64"))
+
+
+def test_cli_compiles_and_runs_a_pruned_model(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from prunec.cli import app
+    from prunec.compile import load_runner
+
+    cli, out = CliRunner(), tmp_path / "out"
+    result = cli.invoke(app, ["compile", "models:resnet", "--target", "x86-64", "--backend", "tvm", "--ratio", "0.3",
+                              "--tuning", "dlight", "--repeat", "0", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend_details"]["tuning"] == "dlight" and manifest["verification"]["max_abs_diff"] < 1e-4
+    x = np.random.default_rng(0).standard_normal(manifest["inputs"][0]["shape"]).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x)
+    result = cli.invoke(app, ["run", str(out), "--inputs", str(tmp_path / "x.npz"), "--output", str(tmp_path / "y.npz")])
+    assert result.exit_code == 0, result.output
+    logits = np.load(tmp_path / "y.npz")[manifest["outputs"][0]["name"]]
+    np.testing.assert_array_equal(logits, load_runner(out)[1]([x])[0])
+
+
+def test_cli_refuses_armv7_before_loading_the_model(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from prunec.cli import app
+
+    monkeypatch.delenv("PRUNEC_TVM_RUNTIME_ARMV7", raising=False)
+    refused = CliRunner().invoke(app, ["compile", "models:resnet", "--target", "armv7", "--backend", "tvm",
+                                       "-o", str(tmp_path / "arm")])
+    assert refused.exit_code == 9
+    if shutil.which("arm-linux-gnueabihf-g++") and shutil.which("qemu-arm"):
+        assert "no armv7 runtime wheel" in refused.output
+    else:
+        assert "is not installed" in refused.output
+    assert not (tmp_path / "arm").exists()
+
+
+def test_host_needs_a_cxx_compiler(monkeypatch) -> None:
+    monkeypatch.setenv("CXX", "nonexistent-cxx")
+    assert get_backend("tvm").missing(load_preset("x86-64")) == \
+        "nonexistent-cxx is not installed (install nonexistent-cxx and put it on PATH)"
