@@ -49,6 +49,8 @@ class PruneJob:
     recover: bool = False
     recover_steps: int = 64
     recover_lr: float = 2e-5
+    lora_rank: int = 0
+    drop_blocks: int = 0
     steps: int = 1
     max_step_regression: float = 1.5
     ignore: tuple[str, ...] = ()
@@ -74,6 +76,16 @@ class PruneJob:
             raise ConfigError("--recover needs calibration data (--calib FILE)")
         if job.steps > 1 and job.widths:
             raise ConfigError("--steps works with --budget, not with --width")
+        if job.steps > 1 and job.budget and Budget.parse(job.budget).metric != "params":
+            raise ConfigError("--steps needs a params budget (--budget params=FRACTION)")
+        if job.budget and job.widths:
+            raise ConfigError("give either --budget or explicit widths (--ffn/--heads/--width), not both")
+        if job.lora_rank < 0 or (job.lora_rank and not job.recover):
+            raise ConfigError("--lora-rank R (R >= 1) applies to recovery: add --recover")
+        if job.drop_blocks < 0:
+            raise ConfigError(f"--drop-blocks must be >= 0, got {job.drop_blocks}")
+        if job.drop_blocks and not job.calib:
+            raise ConfigError("--drop-blocks ranks blocks on calibration data: add --calib FILE")
         return job
 
     @property
@@ -81,15 +93,27 @@ class PruneJob:
         return validate_kinds(tuple(k.strip() for k in self.kinds.split(",") if k.strip()))
 
 
-def parse_widths(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, int], ...]:
-    """``["channels=1152", "heads=6"]`` -> ``(("channels", 1152), ("heads", 6))``."""
-    widths = []
+def parse_widths(items: list[str] | tuple[str, ...], *, ffn: int | None = None,
+                 heads: int | None = None) -> tuple[tuple[str, int], ...]:
+    """``["channels=1152", "heads=6"]`` -> ``(("channels", 1152), ("heads", 6))``.
+
+    ``ffn`` and ``heads`` are the CLI's ``--ffn N`` / ``--heads N`` aliases.
+    """
+    widths: dict[str, int] = {}
     for item in items:
         kind, _, value = item.partition("=")
-        if not value.isdigit():
-            raise ConfigError(f"--width '{item}' is not KIND=UNITS, e.g. --width channels=1152")
-        widths.append((kind, int(value)))
-    return tuple(widths)
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"--width '{item}' is not KIND=UNITS with UNITS >= 1, e.g. --width channels=1152")
+        widths[kind] = int(value)
+    for kind, value, flag in (("channels", ffn, "--ffn"), ("heads", heads, "--heads")):
+        if value is None:
+            continue
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: a width must be at least 1 unit")
+        if widths.get(kind, value) != value:
+            raise ConfigError(f"{flag} {value} contradicts --width {kind}={widths[kind]}; give one of them")
+        widths[kind] = value
+    return tuple(widths.items())
 
 
 @dataclass

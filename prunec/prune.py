@@ -14,7 +14,7 @@ from prunec.allocation import get_allocation, lowest_units, ranked_candidates
 from prunec.analysis.analyze import Analysis, analyze_graph
 from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group
 from prunec.attrs import get_path
-from prunec.budget import Budget, ParamCounter, solve_prefix, solve_ratio
+from prunec.budget import Budget, FlopCounter, ParamCounter, budget_counter, solve_prefix, solve_ratio
 from prunec.errors import ConfigError
 from prunec.gradients import accumulate_gradients
 from prunec.importance import ScoringInputs, get_importance
@@ -119,11 +119,14 @@ def plan_removal(
     budget: Budget | None = None,
     widths: dict[str, int] | None = None,
     model: torch.nn.Module | None = None,
+    counter: ParamCounter | FlopCounter | None = None,
 ) -> dict[int, tuple[int, ...]]:
     """Decide which units to remove: ``ratio`` per group, whatever meets ``budget``, or explicit
     target ``widths`` per kind (``{"channels": 1152, "heads": 6}``: every group of that kind keeps
     that many units).
 
+    ``counter`` measures the budget's metric (default: non-embedding parameters; a
+    :class:`~prunec.budget.FlopCounter` for ``flops=`` budgets).
     With ``model``, widths are adjusted to what its Hugging Face config can express
     (see :func:`prunec.hf.fit_config_constraints`).
     """
@@ -144,15 +147,13 @@ def plan_removal(
             if not 0 < target <= g.size or (g.blocks > 1 and target % g.blocks):
                 raise ConfigError(f"cannot keep {target} units of {g.kind} group {g.label} (size {g.size}"
                                   + (f", {g.blocks} KV groups: use a multiple of {g.blocks}" if g.blocks > 1 else "")
-                                  + ")")
+                                  + f"); choose a width from 1 to {g.size}")
             removed[g.id] = lowest_units(g, scores[g.id], g.size - target)
         removed = fit(removed)
     elif budget is None:
         removed = fit(allocator(groups, scores, ratio))
-    elif budget.metric != "params":
-        raise ConfigError(f"a {budget.metric} budget is not supported yet; use --budget params=FRACTION")
     else:
-        counter = ParamCounter(analysis)
+        counter = counter or ParamCounter(analysis)
         if allocation in ("global", "knapsack"):
             ranked = ranked_candidates(groups, scores, per_parameter=allocation == "knapsack")
             removed = fit(solve_prefix(ranked, counter, budget.keep))
@@ -220,8 +221,9 @@ def prune(
     if calibration and "gradients" in estimator.needs:
         inputs.grads = accumulate_gradients(gm, calibration, analysis.slots)
     scores = score_groups(analysis, groups, importance, inputs)
+    counter = budget_counter(budget, analysis, example_inputs, example_kwargs) if budget and not widths else None
     removed = plan_removal(analysis, scores, ratio=ratio, kinds=kinds, allocation=allocation, budget=budget,
-                           widths=widths, model=model)
+                           widths=widths, model=model, counter=counter)
     if reconstruct and inputs.stats is not None:
         LeastSquaresReconstruction(analysis, removed, inputs.stats)(gm)
     elif bias_compensation and inputs.stats is not None:
