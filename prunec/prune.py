@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from prunec.allocation import get_allocation, lowest_units, ranked_candidates
+from prunec.allocation import Allocator, allocation_needs, get_allocation, lowest_units, ranked_candidates
 from prunec.analysis.analyze import Analysis, analyze_graph
 from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group
 from prunec.attrs import get_path
@@ -22,6 +22,7 @@ from prunec.passes.bias_compensation import BiasCompensation
 from prunec.passes.reconstruction import LeastSquaresReconstruction
 from prunec.passes.structured_removal import RemovalPlan, StructuredRemoval
 from prunec.recovery import RecoveryConfig, distill
+from prunec.sensitivity import SensitivityAllocator, SensitivityConfig, measure_sensitivity
 from prunec.stats import collect_input_stats
 from prunec.trace import trace
 
@@ -120,6 +121,7 @@ def plan_removal(
     widths: dict[str, int] | None = None,
     model: torch.nn.Module | None = None,
     counter: ParamCounter | FlopCounter | None = None,
+    allocator: Allocator | None = None,
 ) -> dict[int, tuple[int, ...]]:
     """Decide which units to remove: ``ratio`` per group, whatever meets ``budget``, or explicit
     target ``widths`` per kind (``{"channels": 1152, "heads": 6}``: every group of that kind keeps
@@ -132,7 +134,7 @@ def plan_removal(
     """
     from prunec.hf import fit_config_constraints
 
-    allocator = get_allocation(allocation)
+    allocator = allocator or get_allocation(allocation)
     groups = select_groups(analysis, kinds)
 
     def fit(plan: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
@@ -179,6 +181,7 @@ def prune(
     bias_compensation: bool = False,
     reconstruct: bool = False,
     recover: RecoveryConfig | None = None,
+    sensitivity: SensitivityConfig | None = None,
 ) -> PruneResult:
     """Remove units of the prunable groups of ``model``.
 
@@ -187,7 +190,8 @@ def prune(
     per kind (``{"channels": 1152, "heads": 6}``).  Which units:
     the lowest ``importance`` scores (``l1``, ``l2``, ``random``; with
     ``calibration`` batches also ``activation``, ``fluctuation``, ``taylor``),
-    distributed by ``allocation`` (``uniform`` or ``global``).
+    distributed by ``allocation`` (``uniform``, ``global``, ``knapsack``, or ``sensitivity``:
+    measured loss increase per group on the calibration batches, probed as ``sensitivity`` says).
     ``bias_compensation`` folds the mean contribution of removed inputs into the
     reading layers' biases; ``reconstruct`` refits the reading linear layers by least
     squares on the calibration inputs (both need calibration).  ``recover`` then
@@ -203,9 +207,10 @@ def prune(
     kinds = validate_kinds(tuple(widths) if widths else kinds)
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     estimator = get_importance(importance)
-    get_allocation(allocation)
-    if (estimator.needs or bias_compensation or reconstruct or recover) and not calibration:
-        what = f"importance '{importance}'" if estimator.needs else "bias compensation/reconstruction/recovery"
+    needs_calibration = estimator.needs or allocation_needs(allocation) or bias_compensation or reconstruct or recover
+    if needs_calibration and not calibration:
+        what = (f"importance '{importance}'" if estimator.needs else f"allocation '{allocation}'"
+                if allocation_needs(allocation) else "bias compensation/reconstruction/recovery")
         raise ConfigError(f"{what} needs calibration data; pass calibration batches (CLI: --calib FILE)")
     analysis = analyze(model, example_inputs, example_kwargs, keep_interface=keep_interface, ignore=ignore)
     gm: fx.GraphModule = analysis.graph_module
@@ -222,8 +227,13 @@ def prune(
         inputs.grads = accumulate_gradients(gm, calibration, analysis.slots)
     scores = score_groups(analysis, groups, importance, inputs)
     counter = budget_counter(budget, analysis, example_inputs, example_kwargs) if budget and not widths else None
+    allocator = None
+    if "calibration" in allocation_needs(allocation) and not widths:
+        config = sensitivity or SensitivityConfig()
+        curves = measure_sensitivity(gm, analysis, groups, scores, calibration, example_kwargs, config)
+        allocator = SensitivityAllocator(curves, config.levels)
     removed = plan_removal(analysis, scores, ratio=ratio, kinds=kinds, allocation=allocation, budget=budget,
-                           widths=widths, model=model, counter=counter)
+                           widths=widths, model=model, counter=counter, allocator=allocator)
     if reconstruct and inputs.stats is not None:
         LeastSquaresReconstruction(analysis, removed, inputs.stats)(gm)
     elif bias_compensation and inputs.stats is not None:
