@@ -146,6 +146,10 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         reference = loaded.model(*args, **kwargs)
     flops_before = count_flops(loaded.model, args, kwargs)
     budget = Budget.parse(job.budget) if job.budget else None
+    model, depth = loaded.model, None
+    if job.drop_blocks:
+        on_stage(f"ranking decoder blocks by influence, dropping {job.drop_blocks}")
+        model, depth, budget = _drop_blocks(loaded.model, job.drop_blocks, calibration, args, kwargs, budget)
     options = dict(kinds=job.kind_tuple, importance=job.importance, allocation=job.allocation, ignore=job.ignore,
                    calibration=calibration, reconstruct=job.reconstruct, bias_compensation=job.bias_compensation)
     history: list[dict[str, Any]] = []
@@ -155,7 +159,7 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
             raise ConfigError("--steps needs held-out data: give --calib at least 2 samples")
         on_stage(f"pruning in {job.steps} steps")
         evaluate = functools.partial(_heldout_perplexity, holdout=holdout)
-        scheduled = gradual_prune(loaded.model, args, kwargs, budget=budget, evaluate=evaluate,
+        scheduled = gradual_prune(model, args, kwargs, budget=budget, evaluate=evaluate,
                                   schedule=ScheduleConfig(job.steps, job.max_step_regression), **options)
         history = [vars(r) for r in scheduled.history]
         if scheduled.result is None:
@@ -164,8 +168,12 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         result = scheduled.result
     else:
         on_stage("tracing, analysing, pruning")
-        result = prune(loaded.model, args, kwargs, ratio=job.ratio, budget=budget,
-                       widths=dict(job.widths) or None, **options)
+        result = prune(model, args, kwargs, ratio=0.0 if budget == NOTHING_MORE else job.ratio,
+                       budget=None if budget == NOTHING_MORE else budget, widths=dict(job.widths) or None, **options)
+    if depth is not None:
+        # Sizes before pruning are the original model's (blocks included).
+        result.params_before = sum(p.numel() for p in loaded.model.parameters())
+        result.non_embedding_before = _non_embedding(loaded.model)
     if job.recover:
         on_stage(f"recovering ({job.recover_steps} distillation steps)")
         result.recovery_losses = distill(result.module, loaded.model, calibration,
@@ -187,6 +195,7 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         "recovery_losses": [round(v, 4) for v in result.recovery_losses],
         "steps": job.steps,
         "schedule": history,
+        "depth": depth,
         "params_before": result.params_before,
         "params_after": result.params_after,
         "params_removed_fraction": round(result.removed_fraction, 4),
@@ -214,6 +223,36 @@ def write_prune_outputs(directory: Path, outcome: PruneOutcome, loaded: LoadedMo
     report["summary"] = outcome.summary
     (directory / "report.json").write_text(json.dumps(report, indent=2))
     (directory / "report.md").write_text(markdown_report(title, outcome.summary, result.analysis, result.removed))
+
+
+# A budget that dropping blocks already met: prune no widths.
+NOTHING_MORE = Budget("params", 1.0)
+
+
+def _non_embedding(model: torch.nn.Module) -> int:
+    embed = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
+    return sum(p.numel() for p in model.parameters() if p is not embed)
+
+
+def _drop_blocks(model: torch.nn.Module, n: int, batches: list[tuple], args: tuple, kwargs: dict[str, Any],
+                 budget: Budget | None) -> tuple[torch.nn.Module, dict[str, Any], Budget | None]:
+    """Drop the ``n`` least influential blocks; return the model, what was done, and the budget left
+    for width pruning (the user's budget is relative to the original model)."""
+    from prunec.depth import block_influence, drop_blocks, least_influential
+
+    influence = block_influence(model, batches, kwargs)
+    dropped = least_influential(influence, n)
+    shallower = drop_blocks(model, dropped)
+    info = {"dropped_blocks": dropped, "block_influence": [round(float(v), 5) for v in influence]}
+    if budget is None:
+        return shallower, info, None
+    if budget.metric == "params":
+        have = _non_embedding(shallower) / _non_embedding(model)
+    else:
+        have = count_flops(shallower, args, kwargs) / count_flops(model, args, kwargs)
+    info[f"{budget.metric}_kept_by_depth"] = round(have, 4)
+    keep = budget.keep / have
+    return shallower, info, NOTHING_MORE if keep >= 1.0 else Budget(budget.metric, keep)
 
 
 def _heldout_perplexity(module: torch.nn.Module, holdout: list[tuple]) -> float:
