@@ -48,7 +48,7 @@ class PruneJob:
     bias_compensation: bool = False
     recover: bool = False
     recover_steps: int = 64
-    recover_lr: float = 2e-5
+    recover_lr: float | None = None  # 2e-5 for all weights, 5e-4 with LoRA
     lora_rank: int = 0
     drop_blocks: int = 0
     steps: int = 1
@@ -65,6 +65,8 @@ class PruneJob:
             job = replace(job, kinds="channels" if job.calib else ",".join(DEFAULT_KINDS))
         if job.importance == "auto":
             job = replace(job, importance="fluctuation" if job.calib else "l2")
+        if job.recover_lr is None:
+            job = replace(job, recover_lr=5e-4 if job.lora_rank else 2e-5)
         if job.reconstruct is None:
             job = replace(job, reconstruct=bool(job.calib))
         job.kind_tuple  # validates
@@ -175,9 +177,10 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         result.params_before = sum(p.numel() for p in loaded.model.parameters())
         result.non_embedding_before = _non_embedding(loaded.model)
     if job.recover:
-        on_stage(f"recovering ({job.recover_steps} distillation steps)")
+        on_stage(f"recovering ({job.recover_steps} distillation steps{', LoRA' if job.lora_rank else ''})")
         result.recovery_losses = distill(result.module, loaded.model, calibration,
-                                         RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr), kwargs)
+                                         RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr,
+                                                        lora_rank=job.lora_rank), kwargs)
     on_stage("verifying")
     with torch.no_grad():
         pruned_out = result.module(*args, **kwargs)
@@ -193,6 +196,7 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         "calibration": str(job.calib) if job.calib else None,
         "reconstruct": job.reconstruct,
         "recovery_losses": [round(v, 4) for v in result.recovery_losses],
+        "recovery": {"steps": job.recover_steps, "lr": job.recover_lr, "lora_rank": job.lora_rank} if job.recover else None,
         "steps": job.steps,
         "schedule": history,
         "depth": depth,

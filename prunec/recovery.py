@@ -2,8 +2,10 @@
 
 The student (the pruned graph module) is trained to match the teacher's next-token
 distribution (KL divergence on logits, per token) on the calibration batches, with
-AdamW.  On CPU this is meant for small models; it runs on whatever device the
-modules live on.
+AdamW.  With ``lora_rank`` only low-rank adapters of the linear weights are trained
+(:mod:`prunec.lora`) and merged into the weights at the end, so the result has the
+same tensors and shapes as without.  On CPU this is meant for small models; it runs
+on whatever device the modules live on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from prunec.errors import ConfigError
 from prunec.evaluate import logits_of
+from prunec.lora import LoRAConfig, attach_lora, merge_lora
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class RecoveryConfig:
     steps: int = 64
     lr: float = 2e-5
     temperature: float = 1.0
+    lora_rank: int = 0  # 0: train all weights
+    lora_alpha: float = 16.0
 
 
 def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequence[tuple],
@@ -32,9 +37,19 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
     """Fine-tune ``student`` towards ``teacher`` in place; return the loss of every step."""
     if not batches:
         raise ConfigError("recovery needs calibration batches")
+    if config.lora_rank < 0:
+        raise ConfigError(f"LoRA rank must be >= 1 (or 0 for full fine-tuning), got {config.lora_rank}")
     kwargs = dict(kwargs or {})
-    params = [p for p in student.parameters() if p.is_floating_point()]
-    flags = [p.requires_grad for p in params]
+    base = [p for p in student.parameters() if p.is_floating_point()]
+    flags = [p.requires_grad for p in base]
+    if config.lora_rank:
+        for p in base:
+            p.requires_grad_(False)
+        params = attach_lora(student, LoRAConfig(config.lora_rank, config.lora_alpha))
+        if not params:
+            raise ConfigError("LoRA recovery found no linear weights to adapt; recover without --lora-rank")
+    else:
+        params = base
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
@@ -53,7 +68,8 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
             optimizer.step()
             losses.append(float(loss.detach()))
     finally:
-        for p, flag in zip(params, flags):
+        merge_lora(student)
+        for p, flag in zip(base, flags):
             p.requires_grad_(flag)
             p.grad = None
     return losses

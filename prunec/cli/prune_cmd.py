@@ -38,7 +38,7 @@ def prune_cmd(
     bias_compensation: bool = typer.Option(False, help="Fold removed inputs' mean into biases (implied by --reconstruct)."),
     recover: bool = typer.Option(False, help="Distil the pruned model from the original on the calibration data."),
     recover_steps: int = typer.Option(64, help="Optimizer steps of --recover."),
-    recover_lr: float = typer.Option(2e-5, help="Learning rate of --recover."),
+    recover_lr: Optional[float] = typer.Option(None, help="Learning rate of --recover (default 2e-5; 5e-4 with --lora-rank)."),
     lora_rank: int = typer.Option(0, help="With --recover: train rank-R LoRA adapters (merged afterwards) instead of all weights."),
     steps: int = typer.Option(1, help="Reach the budget in this many steps, evaluating on held-out calibration data."),
     max_step_regression: float = typer.Option(1.5, help="Roll back a step whose held-out metric worsens by more than this factor."),
