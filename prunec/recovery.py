@@ -1,7 +1,8 @@
 """Recovery: a short knowledge-distillation fine-tune of the pruned model from the base model.
 
 The student (the pruned graph module) is trained to match the teacher's next-token
-distribution (KL divergence on logits, per token) on the calibration batches, with
+distribution (KL divergence on logits, per token; for encoders without logits the
+relative squared error of the hidden states) on the calibration batches, with
 AdamW.  With ``lora_rank`` only low-rank adapters of the linear weights are trained
 (:mod:`prunec.lora`) and merged into the weights at the end, so the result has the
 same tensors and shapes as without.  On CPU this is meant for small models; it runs
@@ -59,10 +60,8 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
         for step in range(config.steps):
             batch = batches[step % len(batches)]
             with torch.no_grad():
-                target = F.log_softmax(logits_of(teacher(*batch, **kwargs)).float() / t, dim=-1)
-            pred = F.log_softmax(logits_of(student(*batch, **kwargs)).float() / t, dim=-1)
-            # KL(teacher || student) per token, averaged over tokens.
-            loss = (target.exp() * (target - pred)).sum(-1).mean() * t * t
+                target = teacher(*batch, **kwargs)
+            loss = distillation_loss(student(*batch, **kwargs), target, t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -73,3 +72,26 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
             p.requires_grad_(flag)
             p.grad = None
     return losses
+
+
+def distillation_loss(student_out: Any, teacher_out: Any, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) of the output distributions per position for models with logits; for
+    encoders (a hidden state out) the mean squared error relative to the teacher's mean square."""
+    # The teacher is the original model: its output type says whether there are logits.
+    if getattr(teacher_out, "logits", None) is None and not isinstance(teacher_out, torch.Tensor):
+        pred, target = _hidden(student_out).float(), _hidden(teacher_out).float()
+        return (pred - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+    pred, target = logits_of(student_out).float(), logits_of(teacher_out).float()
+    t = temperature
+    target = F.log_softmax(target / t, dim=-1)
+    pred = F.log_softmax(pred / t, dim=-1)
+    return (target.exp() * (target - pred)).sum(-1).mean() * t * t
+
+
+def _hidden(out: Any) -> torch.Tensor:
+    value = out if isinstance(out, torch.Tensor) else getattr(out, "last_hidden_state", None)
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise ConfigError("recovery needs a model whose output is logits or a hidden state")

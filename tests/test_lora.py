@@ -79,3 +79,13 @@ def test_lora_rank_refusals(tmp_path, argv, message) -> None:
     result = CliRunner().invoke(app, ["prune", "models:llama_gqa", "--calib", str(tmp_path / "ids.npz"), *argv,
                                       "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_encoder_recovery_matches_hidden_states() -> None:
+    model, args, kwargs = ALL_CASES["bert"]()
+    randomize_(model)
+    calib = [(torch.randint(0, 96, args[0].shape, generator=torch.Generator().manual_seed(i)),) for i in range(3)]
+    result = prunec.prune(model, args, kwargs, ratio=0.5, kinds=("channels",))
+    losses = distill(result.module, model, calib, RecoveryConfig(steps=10, lr=1e-2, lora_rank=4))
+    assert losses[-1] < losses[0]
+    assert 0.0 < losses[0] < 10.0  # a relative squared error of hidden states, not a KL over features
