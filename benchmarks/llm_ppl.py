@@ -38,10 +38,10 @@ METHODS = {
     "obs-recon-uniform": (dict(importance="obs", allocation="uniform", reconstruct=True), 1),
     "fluctuation-recon-ffn-only-recover": (dict(importance="fluctuation", allocation="uniform", reconstruct=True,
                                                 kinds=("channels",), recover=RecoveryConfig(steps=64, lr=2e-5)), 1),
-    # Measured per-layer sensitivity (KL to the base on 1 calibration window, 5 levels per layer).
+    # Measured per-layer sensitivity (KL to the base on 1 calibration window, 3 levels per layer).
     "fluctuation-recon-ffn-sensitivity": (dict(importance="fluctuation", allocation="sensitivity", reconstruct=True,
                                                kinds=("channels",),
-                                               sensitivity=SensitivityConfig(levels=(0.1, 0.2, 0.3, 0.4, 0.5), batches=1)), 1),
+                                               sensitivity=SensitivityConfig(levels=(0.15, 0.3, 0.45), batches=1)), 1),
     # Depth + width: drop the least influential block, then FFN widths for the rest of the budget.
     "depth1-fluctuation-recon-ffn": (dict(importance="fluctuation", allocation="uniform", reconstruct=True,
                                           kinds=("channels",), drop_blocks=1), 1),

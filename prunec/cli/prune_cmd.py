@@ -73,6 +73,8 @@ def prune_cmd(
     out.print(f"[bold]{model}[/]: params {result.params_before:,} -> {result.params_after:,} "
               f"(-{result.removed_fraction:.1%}), FLOPs {flops_before:,} -> {flops_after:,} "
               f"(-{1 - flops_after / max(flops_before, 1):.1%})")
+    if summary.get("depth"):
+        out.print(f"  dropped decoder blocks {summary['depth']['dropped_blocks']} (lowest block influence)")
     for record in history:
         out.print(f"  step {record['step']}: keep {record['keep_target']:.3f} of non-embedding params, "
                   f"held-out metric {record['metric']:.3f} ({'kept' if record['accepted'] else 'rolled back'})")
