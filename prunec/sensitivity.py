@@ -142,8 +142,16 @@ class SensitivityAllocator:
         self.levels = tuple(levels)
 
     def __call__(self, groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float) -> dict[int, tuple[int, ...]]:
-        counts = {g.id: [0] + [uniform_count(g, lv) for lv in self.levels] for g in groups}
-        losses = {g.id: np.concatenate([[0.0], np.maximum.accumulate(self.curves[g.id])]) for g in groups}
+        counts: dict[int, list[int]] = {}
+        losses: dict[int, list[float]] = {}
+        for g in groups:
+            # Levels that round to the same unit count (coarse groups: GQA heads) are one step.
+            counts[g.id], losses[g.id] = [0], [0.0]
+            for level, loss in zip(self.levels, np.maximum.accumulate(self.curves[g.id])):
+                count = uniform_count(g, level)
+                if count > counts[g.id][-1]:
+                    counts[g.id].append(count)
+                    losses[g.id].append(float(loss))
         by_id = {g.id: g for g in groups}
         total = sum(g.size * max(g.params_per_unit, 1) for g in groups)
         target = ratio * total
@@ -152,7 +160,7 @@ class SensitivityAllocator:
 
         def push(gid: int) -> None:
             k = level[gid]
-            if k + 1 < len(counts[gid]) and counts[gid][k + 1] > counts[gid][k]:
+            if k + 1 < len(counts[gid]):
                 saved = (counts[gid][k + 1] - counts[gid][k]) * max(by_id[gid].params_per_unit, 1)
                 heapq.heappush(heap, ((losses[gid][k + 1] - losses[gid][k]) / saved, gid))
 

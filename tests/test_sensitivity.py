@@ -93,3 +93,17 @@ def test_non_uniform_widths_refuse_hf_write_back_but_save_pt2(tmp_path) -> None:
     assert "not uniform across layers" in summary["hf_directory"]
     assert not (out / "hf").exists()
     assert (out / "model.pt2").exists()
+
+
+def test_coarse_groups_still_get_steps() -> None:
+    """GQA heads come 3 per KV group here: levels that round to 0 heads must not block later levels."""
+    from prunec.sensitivity import SensitivityAllocator
+
+    model, args, kwargs = ALL_CASES["llama_gqa"]()
+    analysis = prunec.analyze(model, args, kwargs)
+    heads = [g for g in select_groups(analysis, ("heads",))]
+    curves = {g.id: np.array([0.0, 0.1, 0.2]) for g in heads}
+    allocator = SensitivityAllocator(curves, levels=(0.1, 0.4, 0.7))
+    scores = {g.id: np.arange(g.size, dtype=float) for g in heads}
+    plan = allocator(heads, scores, 0.3)
+    assert sum(len(u) for u in plan.values()) >= 2 and all(len(u) % 2 == 0 for u in plan.values())
