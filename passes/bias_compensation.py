@@ -28,7 +28,7 @@ def _linear_nodes_by_weight(gm: fx.GraphModule) -> dict[str, list[fx.Node]]:
     return out
 
 
-@register_pass("bias-compensation", requires=("coupled groups analysed", "calibration statistics"))
+@register_pass("bias-compensation", requires=("coupled groups analysed", "calibration statistics"), exact=False)
 class BiasCompensation:
     """Add the mean contribution of to-be-removed input channels to each reading linear layer's bias."""
 

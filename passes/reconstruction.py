@@ -40,7 +40,7 @@ def reconstruction_targets(analysis: Analysis, removed: dict[int, tuple[int, ...
     return {name: np.array(sorted(p)) for name, p in lost.items() if p}
 
 
-@register_pass("least-squares-reconstruction", requires=("coupled groups analysed", "calibration statistics"))
+@register_pass("least-squares-reconstruction", requires=("coupled groups analysed", "calibration statistics"), exact=False)
 class LeastSquaresReconstruction:
     """Refit the kept input columns and bias of every linear layer that loses inputs."""
 

@@ -7,7 +7,7 @@ changed; the tests of passes compare this text with expected text.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.fx as fx
@@ -42,8 +42,17 @@ def _target(node: fx.Node) -> str:
     return str(t)
 
 
-def format_graph(gm: fx.GraphModule, *, with_params: bool = True) -> str:
-    """Print ``gm``'s graph, one node per line; parameters with their shapes first."""
+def _annotation(node: fx.Node, keys: Sequence[str]) -> str:
+    found = [f"{k.removeprefix('prunec_')}={node.meta[k]}" for k in keys if k in node.meta]
+    return "  # " + " ".join(found) if found else ""
+
+
+def format_graph(gm: fx.GraphModule, *, with_params: bool = True, annotations: Sequence[str] = ()) -> str:
+    """Print ``gm``'s graph, one node per line; parameters with their shapes first.
+
+    ``annotations``: ``node.meta`` keys to append to call lines as ``  # key=value`` (the
+    ``prunec_`` prefix dropped), e.g. ``("prunec_params", "prunec_flops")`` after annotate-costs.
+    """
     lines = []
     for node in gm.graph.nodes:
         val = node.meta.get("val")
@@ -62,10 +71,24 @@ def format_graph(gm: fx.GraphModule, *, with_params: bool = True) -> str:
             continue
         else:
             args = ", ".join([_arg(a) for a in node.args] + [f"{k}={_arg(v)}" for k, v in node.kwargs.items()])
-            lines.append(f"%{node.name} = {_target(node)}({args}) : {_type(val)}")
+            lines.append(f"%{node.name} = {_target(node)}({args}) : {_type(val)}{_annotation(node, annotations)}")
     return "\n".join(lines) + "\n"
 
 
 def diff_graphs(before: str, after: str, a: str = "before", b: str = "after") -> str:
     """Unified diff of two printed graphs."""
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), a, b))
+
+
+def assert_ir(gm: fx.GraphModule, expected: str, *, annotations: Sequence[str] = ()) -> None:
+    """Assert that ``gm`` prints as ``expected`` (dedented); on mismatch the message is a unified diff.
+
+    The oracle of pass tests: write the IR you expect after your pass, compare.
+    ``annotations`` as in :func:`format_graph`.
+    """
+    import textwrap
+
+    got = format_graph(gm, annotations=annotations)
+    want = textwrap.dedent(expected).lstrip("\n")
+    if got != want:
+        raise AssertionError("IR differs from the expected text:\n" + diff_graphs(want, got, "expected", "got"))

@@ -129,7 +129,20 @@ def load_hf_dir(path: Path, seq_len: int = 16) -> LoadedModel:
     return LoadedModel(model, _hf_example_inputs(model, seq_len), {}, path.name, str(path), True, tokenizer)
 
 
+def register_output_types() -> None:
+    """Import transformers (when installed) so its output classes can be deserialised from a .pt2.
+
+    A program exported from a Hugging Face model returns e.g. ``CausalLMOutputWithPast``;
+    ``torch.export.load`` only rebuilds it once transformers has registered its pytree types.
+    """
+    try:
+        import transformers.modeling_outputs  # noqa: F401  (registers ModelOutput pytree types)
+    except ImportError:
+        pass
+
+
 def load_pt2(path: Path) -> LoadedModel:
+    register_output_types()
     try:
         ep = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001

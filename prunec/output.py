@@ -36,3 +36,29 @@ def atomic_output_dir(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(path)
+
+
+@contextlib.contextmanager
+def atomic_output_file(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path (same suffix) that becomes ``path`` only if the block succeeds.
+
+    The file gets the usual permissions (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+    """
+    import os
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; choose another path or pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from prunec.cli.common import app
-from prunec.cli import check_cmd, inspect_cmd, prune_cmd  # noqa: F401  (registers the commands)
+from prunec.cli import check_cmd, diff_cmd, inspect_cmd, opt_cmd, passes_cmd, prune_cmd  # noqa: F401  (registers the commands)
 
 __all__ = ["app", "main"]
 
