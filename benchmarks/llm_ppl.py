@@ -23,6 +23,7 @@ from prunec.evaluate import perplexity, tokenize_file
 from prunec.models import load_model
 from prunec.recovery import RecoveryConfig
 from prunec.schedule import ScheduleConfig, gradual_prune
+from prunec.sensitivity import SensitivityConfig
 
 KINDS = ("channels", "heads")
 METHODS = {
@@ -37,6 +38,18 @@ METHODS = {
     "obs-recon-uniform": (dict(importance="obs", allocation="uniform", reconstruct=True), 1),
     "fluctuation-recon-ffn-only-recover": (dict(importance="fluctuation", allocation="uniform", reconstruct=True,
                                                 kinds=("channels",), recover=RecoveryConfig(steps=64, lr=2e-5)), 1),
+    # Measured per-layer sensitivity (KL to the base on 1 calibration window, 3 levels per layer).
+    "fluctuation-recon-ffn-sensitivity": (dict(importance="fluctuation", allocation="sensitivity", reconstruct=True,
+                                               kinds=("channels",),
+                                               sensitivity=SensitivityConfig(levels=(0.15, 0.3, 0.45), batches=1)), 1),
+    # Depth + width: drop the least influential block, then FFN widths for the rest of the budget.
+    "depth1-fluctuation-recon-ffn": (dict(importance="fluctuation", allocation="uniform", reconstruct=True,
+                                          kinds=("channels",), drop_blocks=1), 1),
+    "fluctuation-recon-ffn-lora-recover": (dict(importance="fluctuation", allocation="uniform", reconstruct=True,
+                                                kinds=("channels",),
+                                                recover=RecoveryConfig(steps=128, lr=5e-4, lora_rank=8)), 1),
+    "fluctuation-recon-ffn-recover256": (dict(importance="fluctuation", allocation="uniform", reconstruct=True,
+                                              kinds=("channels",), recover=RecoveryConfig(steps=256, lr=2e-5)), 1),
 }
 
 
@@ -110,13 +123,26 @@ def non_embedding(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p is not embed)
 
 
+def depth_first(model: torch.nn.Module, calib: list[tuple], n: int, keep: float) -> tuple[torch.nn.Module, float, list[int]]:
+    """Drop the ``n`` least influential blocks; the width budget is what is left of ``keep``."""
+    from prunec.depth import block_influence, drop_blocks, least_influential
+
+    dropped = least_influential(block_influence(model, calib), n)
+    shallower = drop_blocks(model, dropped)
+    return shallower, keep * non_embedding(model) / non_embedding(shallower), dropped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder with wiki.test.raw and wiki.valid.tokens")
     parser.add_argument("--budgets", default="0.9,0.8,0.7")
-    parser.add_argument("--methods", default=",".join(m for m in METHODS if m not in ("obs-recon-uniform", "fluctuation-recon-ffn-only-recover")),
+    slow = ("obs-recon-uniform", "fluctuation-recon-ffn-only-recover", "fluctuation-recon-ffn-sensitivity",
+            "depth1-fluctuation-recon-ffn", "fluctuation-recon-ffn-lora-recover", "fluctuation-recon-ffn-recover256")
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m not in slow),
                         help=f"comma-separated, from: {', '.join(METHODS)}, torch-pruning, torch-pruning-ffn")
     parser.add_argument("--calib-samples", type=int, default=32)
+    parser.add_argument("--base-ppl", type=float, default=None,
+                        help="base perplexity measured by an earlier run of this script (skips re-evaluating the base)")
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--windows", type=int, default=24)
     args = parser.parse_args()
@@ -129,8 +155,12 @@ def main() -> None:
     calib, holdout = calib[: args.calib_samples], calib[args.calib_samples :]
     example = (torch.zeros(1, args.window, dtype=torch.long),)
     t = time.perf_counter()
-    base = perplexity(loaded.model, ids, args.window, args.windows)
-    print(f"SmolLM2-135M base perplexity {base:.2f} ({time.perf_counter() - t:.0f} s to evaluate)")
+    if args.base_ppl:
+        base = args.base_ppl
+        print(f"SmolLM2-135M base perplexity {base:.2f} (given with --base-ppl, from an earlier run)", flush=True)
+    else:
+        base = perplexity(loaded.model, ids, args.window, args.windows)
+        print(f"SmolLM2-135M base perplexity {base:.2f} ({time.perf_counter() - t:.0f} s to evaluate)", flush=True)
     print("| keep (non-emb params) | method | kept fraction | params | PPL | PPL / base | prune s |")
     print("|---|---|---|---|---|---|---|")
     for keep in [float(b) for b in args.budgets.split(",")]:
@@ -153,22 +183,26 @@ def main() -> None:
             options, steps = METHODS[name]
             options = dict(options)
             kinds = options.pop("kinds", KINDS)
+            model, budget_keep, note = loaded.model, keep, ""
+            drop = options.pop("drop_blocks", 0)
+            if drop:
+                model, budget_keep, dropped = depth_first(loaded.model, calib, drop, keep)
+                note = f" (dropped blocks {dropped})"
             if steps > 1:
                 held_ids = torch.cat([b[0].reshape(-1) for b in holdout])
                 scheduled = gradual_prune(
-                    loaded.model, example, budget=f"params={keep}",
+                    model, example, budget=f"params={budget_keep}",
                     evaluate=lambda m: perplexity(m, held_ids, args.window, len(holdout)),
                     schedule=ScheduleConfig(steps=steps, max_step_regression=1.5),
                     kinds=kinds, calibration=calib, **options)
                 result = scheduled.result
-                note = " (stopped early)" if scheduled.stopped_early else ""
+                note += " (stopped early)" if scheduled.stopped_early else ""
             else:
-                result = prunec.prune(loaded.model, example, budget=f"params={keep}", kinds=kinds,
+                result = prunec.prune(model, example, budget=f"params={budget_keep}", kinds=kinds,
                                       calibration=calib if name != "l2-uniform" else None, **options)
-                note = ""
             seconds = time.perf_counter() - t
             ppl = perplexity(result.module, ids, args.window, args.windows)
-            kept = result.non_embedding_after / result.non_embedding_before
+            kept = result.non_embedding_after / non_embedding(loaded.model)
             print(f"| {keep} | {name}{note} | {kept:.3f} | {result.params_after:,} | {ppl:.2f} | {ppl / base:.2f} | "
                   f"{seconds:.0f} |", flush=True)
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import prunec
 from prunec.models import load_model
+from prunec.recovery import RecoveryConfig
 
 SEQ = 64
 
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--calib-samples", type=int, default=128)
+    parser.add_argument("--methods", default="l2-uniform,activation-uniform,fluctuation-recon-uniform,"
+                        "fluctuation-recon-sensitivity,obs-recon-uniform,fluctuation-recon-recover")
     args = parser.parse_args()
     torch.set_num_threads(2)
     loaded = load_model("minilm-l6")
@@ -65,11 +68,20 @@ def main() -> None:
     example = test[0]
     print("| method | params removed | mean cosine | prune s |")
     print("|---|---|---|---|")
-    for name, options in [
-        ("l2-uniform", dict(importance="l2")),
-        ("activation-uniform", dict(importance="activation", calibration=calib)),
-        ("fluctuation-recon-uniform", dict(importance="fluctuation", calibration=calib, reconstruct=True)),
-    ]:
+    methods = {
+        "l2-uniform": dict(importance="l2"),
+        "activation-uniform": dict(importance="activation", calibration=calib),
+        "fluctuation-recon-uniform": dict(importance="fluctuation", calibration=calib, reconstruct=True),
+        "obs-recon-uniform": dict(importance="obs", calibration=calib, reconstruct=True),
+        # Same share of the groups' parameters, spread by measured per-layer output distortion.
+        "fluctuation-recon-sensitivity": dict(importance="fluctuation", calibration=calib, reconstruct=True,
+                                              allocation="sensitivity"),
+        # Distillation of the hidden states (MSE) on the calibration lines, 64 AdamW steps.
+        "fluctuation-recon-recover": dict(importance="fluctuation", calibration=calib, reconstruct=True,
+                                          recover=RecoveryConfig(steps=64, lr=1e-4)),
+    }
+    for name in args.methods.split(","):
+        options = methods[name]
         t = time.perf_counter()
         result = prunec.prune(loaded.model, example, ratio=args.ratio, kinds=("channels", "heads"), **options)
         seconds = time.perf_counter() - t

@@ -2,7 +2,8 @@
 
 ``uniform`` removes the same fraction from every group; ``global`` standardises
 scores within each group and removes the globally lowest units (so layers that
-matter less give more).  Both honour GQA's even removal across KV groups and
+matter less give more); ``sensitivity`` measures each group's loss increase on
+calibration data (:mod:`prunec.sensitivity`) and spends the budget where it hurts least.  Both honour GQA's even removal across KV groups and
 never empty a group.
 """
 
@@ -20,16 +21,25 @@ from prunec.errors import ConfigError
 Allocator = Callable[[list[Group], Mapping[int, np.ndarray], float], dict[int, tuple[int, ...]]]
 
 _ALLOCATORS: dict[str, Allocator] = {}
+# What an allocation needs beyond scores ("calibration": it measures the model on calibration data).
+_NEEDS: dict[str, tuple[str, ...]] = {}
 
 
-def register_allocation(name: str) -> Callable[[Allocator], Allocator]:
-    """Decorator: register an allocation strategy under ``name``."""
+def register_allocation(name: str, needs: tuple[str, ...] = ()) -> Callable[[Allocator], Allocator]:
+    """Decorator: register an allocation strategy under ``name`` (with what it needs)."""
 
     def deco(fn: Allocator) -> Allocator:
         _ALLOCATORS[name] = fn
+        _NEEDS[name] = needs
         return fn
 
     return deco
+
+
+def allocation_needs(name: str) -> tuple[str, ...]:
+    """What allocation ``name`` needs besides unit scores (validates the name)."""
+    get_allocation(name)
+    return _NEEDS[name]
 
 
 def get_allocation(name: str) -> Allocator:
@@ -141,3 +151,11 @@ def _take_ratio(candidates: list[tuple[int, tuple[int, ...]]], groups: list[Grou
 def global_(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float) -> dict[int, tuple[int, ...]]:
     """Standardise scores per group, then remove the globally lowest ``ratio`` of all units."""
     return _take_ratio(ranked_candidates(groups, scores), groups, ratio)
+
+
+@register_allocation("sensitivity", needs=("calibration",))
+def sensitivity(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float) -> dict[int, tuple[int, ...]]:
+    """Measured per-group loss increase decides the widths; :func:`prunec.prune` builds the measuring
+    :class:`prunec.sensitivity.SensitivityAllocator` (it needs the model and calibration batches)."""
+    raise ConfigError("sensitivity allocation measures the model on calibration data; use prunec.prune(..., "
+                      "allocation='sensitivity', calibration=...) or the CLI with --calib FILE")

@@ -7,6 +7,7 @@ once, cut it into non-overlapping windows of ``window`` tokens, take the first
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -70,3 +71,72 @@ def mean_embedding_cosine(base: Callable[..., Any], pruned: Callable[..., Any], 
     a = sentence_embeddings(base, tokenizer, sentences)
     b = sentence_embeddings(pruned, tokenizer, sentences)
     return float(F.cosine_similarity(a, b, dim=1).mean())
+
+
+def read_labelled(path: str | Path, tokenizer: Any = None, fixed_len: int | None = None) -> tuple[list[tuple], torch.Tensor]:
+    """Labelled evaluation data: a list of one-sample input tuples and the integer labels.
+
+    ``.jsonl``: one ``{"text": ..., "label": INT}`` per line, tokenised with ``tokenizer``
+    (padded/truncated to ``fixed_len`` tokens when the model has a static shape).
+    ``.npz``: an array ``labels`` (N,) and the model's inputs as the other arrays
+    (first dimension N, positional order by name: ``arr_0``, ``arr_1``, ... first).
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        raise ConfigError(f"evaluation data {path} is missing or empty")
+    if path.suffix == ".npz":
+        import numpy as np
+
+        data = np.load(path)
+        if "labels" not in data.files:
+            raise ConfigError(f"{path} has no 'labels' array; an accuracy .npz holds 'labels' (N,) and the inputs")
+        labels = torch.from_numpy(data["labels"]).long().reshape(-1)
+        keys = sorted((k for k in data.files if k != "labels"), key=lambda k: (not k.startswith("arr_"), k))
+        arrays = [torch.from_numpy(data[k]) for k in keys]
+        if not arrays or any(a.shape[0] != labels.numel() for a in arrays):
+            raise ConfigError(f"{path}: every input array needs one row per label ({labels.numel()} labels)")
+        return [tuple(a[i : i + 1] for a in arrays) for i in range(labels.numel())], labels
+    if path.suffix != ".jsonl":
+        raise ConfigError(f"accuracy data {path} must be .jsonl ({{\"text\": ..., \"label\": INT}} per line) or .npz")
+    if tokenizer is None:
+        raise ConfigError(f"{path} holds text but neither model has a tokenizer; give an .npz of inputs and labels")
+    samples, labels = [], []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{i} is not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or \
+                not isinstance(record.get("label"), int) or isinstance(record.get("label"), bool):
+            raise ConfigError(f"{path}:{i} needs a string 'text' and an integer 'label', e.g. "
+                              "{\"text\": \"great film\", \"label\": 1}")
+        if fixed_len:
+            ids = tokenizer(record["text"], padding="max_length", truncation=True, max_length=fixed_len,
+                            return_tensors="pt").input_ids
+        else:
+            ids = tokenizer(record["text"], return_tensors="pt").input_ids
+        samples.append((ids,))
+        labels.append(record["label"])
+    if not samples:
+        raise ConfigError(f"{path} holds no samples")
+    return samples, torch.tensor(labels)
+
+
+@torch.no_grad()
+def accuracy(model: Callable[..., Any], samples: list[tuple], labels: torch.Tensor, batch_size: int = 1) -> float:
+    """Share of samples whose arg-max logit is the label.  With ``batch_size`` > 1 (a program with a
+    static batch), samples are stacked and the last batch is padded by repeating its last sample."""
+    correct = 0
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        real = len(chunk)
+        chunk = chunk + [chunk[-1]] * (batch_size - real)
+        inputs = tuple(torch.cat(parts) for parts in zip(*chunk))
+        logits = logits_of(model(*inputs))
+        if logits.dim() != 2:
+            raise ConfigError(f"accuracy needs a classifier whose logits are (batch, classes); got shape "
+                              f"{tuple(logits.shape)}")
+        correct += int((logits[:real].argmax(-1) == labels[start : start + real]).sum())
+    return correct / len(samples)

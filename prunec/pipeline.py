@@ -48,7 +48,9 @@ class PruneJob:
     bias_compensation: bool = False
     recover: bool = False
     recover_steps: int = 64
-    recover_lr: float = 2e-5
+    recover_lr: float | None = None  # 2e-5 for all weights, 5e-4 with LoRA
+    lora_rank: int = 0
+    drop_blocks: int = 0
     steps: int = 1
     max_step_regression: float = 1.5
     ignore: tuple[str, ...] = ()
@@ -64,6 +66,8 @@ class PruneJob:
             job = replace(job, kinds="channels" if job.calib else ",".join(DEFAULT_KINDS))
         if job.importance == "auto":
             job = replace(job, importance="fluctuation" if job.calib else "l2")
+        if job.recover_lr is None:
+            job = replace(job, recover_lr=5e-4 if job.lora_rank else 2e-5)
         if job.reconstruct is None:
             job = replace(job, reconstruct=bool(job.calib))
         job.kind_tuple  # validates
@@ -79,6 +83,16 @@ class PruneJob:
             raise ConfigError("width rounding works with one-shot pruning, not with --steps")
         if job.steps > 1 and job.widths:
             raise ConfigError("--steps works with --budget, not with --width")
+        if job.steps > 1 and job.budget and Budget.parse(job.budget).metric != "params":
+            raise ConfigError("--steps needs a params budget (--budget params=FRACTION)")
+        if job.budget and job.widths:
+            raise ConfigError("give either --budget or explicit widths (--ffn/--heads/--width), not both")
+        if job.lora_rank < 0 or (job.lora_rank and not job.recover):
+            raise ConfigError("--lora-rank R (R >= 1) applies to recovery: add --recover")
+        if job.drop_blocks < 0:
+            raise ConfigError(f"--drop-blocks must be >= 0, got {job.drop_blocks}")
+        if job.drop_blocks and not job.calib:
+            raise ConfigError("--drop-blocks ranks blocks on calibration data: add --calib FILE")
         return job
 
     @property
@@ -86,15 +100,27 @@ class PruneJob:
         return validate_kinds(tuple(k.strip() for k in self.kinds.split(",") if k.strip()))
 
 
-def parse_widths(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, int], ...]:
-    """``["channels=1152", "heads=6"]`` -> ``(("channels", 1152), ("heads", 6))``."""
-    widths = []
+def parse_widths(items: list[str] | tuple[str, ...], *, ffn: int | None = None,
+                 heads: int | None = None) -> tuple[tuple[str, int], ...]:
+    """``["channels=1152", "heads=6"]`` -> ``(("channels", 1152), ("heads", 6))``.
+
+    ``ffn`` and ``heads`` are the CLI's ``--ffn N`` / ``--heads N`` aliases.
+    """
+    widths: dict[str, int] = {}
     for item in items:
         kind, _, value = item.partition("=")
-        if not value.isdigit():
-            raise ConfigError(f"--width '{item}' is not KIND=UNITS, e.g. --width channels=1152")
-        widths.append((kind, int(value)))
-    return tuple(widths)
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"--width '{item}' is not KIND=UNITS with UNITS >= 1, e.g. --width channels=1152")
+        widths[kind] = int(value)
+    for kind, value, flag in (("channels", ffn, "--ffn"), ("heads", heads, "--heads")):
+        if value is None:
+            continue
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: a width must be at least 1 unit")
+        if widths.get(kind, value) != value:
+            raise ConfigError(f"{flag} {value} contradicts --width {kind}={widths[kind]}; give one of them")
+        widths[kind] = value
+    return tuple(widths.items())
 
 
 @dataclass
@@ -142,6 +168,10 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
     reference = _reference_outputs(loaded, args, kwargs)
     flops_before = count_flops(loaded.model, args, kwargs)
     budget = Budget.parse(job.budget) if job.budget else None
+    model, depth = loaded.model, None
+    if job.drop_blocks:
+        on_stage(f"ranking decoder blocks by influence, dropping {job.drop_blocks}")
+        model, depth, budget = _drop_blocks(loaded.model, job.drop_blocks, calibration, args, kwargs, budget)
     options = dict(kinds=job.kind_tuple, importance=job.importance, allocation=job.allocation, ignore=job.ignore,
                    calibration=calibration, reconstruct=job.reconstruct, bias_compensation=job.bias_compensation)
     history: list[dict[str, Any]] = []
@@ -151,7 +181,7 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
             raise ConfigError("--steps needs held-out data: give --calib at least 2 samples")
         on_stage(f"pruning in {job.steps} steps")
         evaluate = functools.partial(_heldout_perplexity, holdout=holdout)
-        scheduled = gradual_prune(loaded.model, args, kwargs, budget=budget, evaluate=evaluate,
+        scheduled = gradual_prune(model, args, kwargs, budget=budget, evaluate=evaluate,
                                   schedule=ScheduleConfig(job.steps, job.max_step_regression), **options)
         history = [vars(r) for r in scheduled.history]
         if scheduled.result is None:
@@ -160,12 +190,18 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         result = scheduled.result
     else:
         on_stage("tracing, analysing, pruning")
-        result = prune(loaded.model, args, kwargs, ratio=job.ratio, budget=budget,
-                       widths=dict(job.widths) or None, round_to=job.round_to, **options)
+        result = prune(model, args, kwargs, ratio=0.0 if budget == NOTHING_MORE else job.ratio,
+                       budget=None if budget == NOTHING_MORE else budget, widths=dict(job.widths) or None,
+                       round_to=job.round_to, **options)
+    if depth is not None:
+        # Sizes before pruning are the original model's (blocks included).
+        result.params_before = sum(p.numel() for p in loaded.model.parameters())
+        result.non_embedding_before = _non_embedding(loaded.model)
     if job.recover:
-        on_stage(f"recovering ({job.recover_steps} distillation steps)")
+        on_stage(f"recovering ({job.recover_steps} distillation steps{', LoRA' if job.lora_rank else ''})")
         result.recovery_losses = distill(result.module, loaded.model, calibration,
-                                         RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr), kwargs)
+                                         RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr,
+                                                        lora_rank=job.lora_rank), kwargs)
     on_stage("verifying")
     with torch.no_grad():
         pruned_out = result.module(*args, **kwargs)
@@ -181,8 +217,10 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         "calibration": str(job.calib) if job.calib else None,
         "reconstruct": job.reconstruct,
         "recovery_losses": [round(v, 4) for v in result.recovery_losses],
+        "recovery": {"steps": job.recover_steps, "lr": job.recover_lr, "lora_rank": job.lora_rank} if job.recover else None,
         "steps": job.steps,
         "schedule": history,
+        "depth": depth,
         "params_before": result.params_before,
         "params_after": result.params_after,
         "params_removed_fraction": round(result.removed_fraction, 4),
@@ -210,6 +248,36 @@ def write_prune_outputs(directory: Path, outcome: PruneOutcome, loaded: LoadedMo
     report["summary"] = outcome.summary
     (directory / "report.json").write_text(json.dumps(report, indent=2))
     (directory / "report.md").write_text(markdown_report(title, outcome.summary, result.analysis, result.removed))
+
+
+# A budget that dropping blocks already met: prune no widths.
+NOTHING_MORE = Budget("params", 1.0)
+
+
+def _non_embedding(model: torch.nn.Module) -> int:
+    embed = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
+    return sum(p.numel() for p in model.parameters() if p is not embed)
+
+
+def _drop_blocks(model: torch.nn.Module, n: int, batches: list[tuple], args: tuple, kwargs: dict[str, Any],
+                 budget: Budget | None) -> tuple[torch.nn.Module, dict[str, Any], Budget | None]:
+    """Drop the ``n`` least influential blocks; return the model, what was done, and the budget left
+    for width pruning (the user's budget is relative to the original model)."""
+    from prunec.depth import block_influence, drop_blocks, least_influential
+
+    influence = block_influence(model, batches, kwargs)
+    dropped = least_influential(influence, n)
+    shallower = drop_blocks(model, dropped)
+    info = {"dropped_blocks": dropped, "block_influence": [round(float(v), 5) for v in influence]}
+    if budget is None:
+        return shallower, info, None
+    if budget.metric == "params":
+        have = _non_embedding(shallower) / _non_embedding(model)
+    else:
+        have = count_flops(shallower, args, kwargs) / count_flops(model, args, kwargs)
+    info[f"{budget.metric}_kept_by_depth"] = round(have, 4)
+    keep = budget.keep / have
+    return shallower, info, NOTHING_MORE if keep >= 1.0 else Budget(budget.metric, keep)
 
 
 def _heldout_perplexity(module: torch.nn.Module, holdout: list[tuple]) -> float:

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from prunec.allocation import get_allocation, lowest_units, ranked_candidates, round_kept
+from prunec.allocation import Allocator, allocation_needs, get_allocation, lowest_units, ranked_candidates, round_kept
 from prunec.analysis.analyze import Analysis, analyze_graph
 from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group
 from prunec.attrs import get_path
-from prunec.budget import Budget, ParamCounter, solve_prefix, solve_ratio
+from prunec.budget import Budget, FlopCounter, ParamCounter, budget_counter, solve_prefix, solve_ratio
 from prunec.distributed import shard_batches
 from prunec.errors import ConfigError
 from prunec.gradients import accumulate_gradients
@@ -23,6 +23,7 @@ from prunec.passes.bias_compensation import BiasCompensation
 from prunec.passes.reconstruction import LeastSquaresReconstruction
 from prunec.passes.structured_removal import RemovalPlan, StructuredRemoval
 from prunec.recovery import RecoveryConfig, distill
+from prunec.sensitivity import SensitivityAllocator, SensitivityConfig, measure_sensitivity
 from prunec.stats import collect_input_stats
 from prunec.trace import trace
 
@@ -121,18 +122,22 @@ def plan_removal(
     widths: dict[str, int] | None = None,
     model: torch.nn.Module | None = None,
     round_to: int = 1,
+    counter: ParamCounter | FlopCounter | None = None,
+    allocator: Allocator | None = None,
 ) -> dict[int, tuple[int, ...]]:
     """Decide which units to remove: ``ratio`` per group, whatever meets ``budget``, or explicit
     target ``widths`` per kind (``{"channels": 1152, "heads": 6}``: every group of that kind keeps
     that many units).
 
+    ``counter`` measures the budget's metric (default: non-embedding parameters; a
+    :class:`~prunec.budget.FlopCounter` for ``flops=`` budgets).
     With ``model``, widths are adjusted to what its Hugging Face config can express
     (see :func:`prunec.hf.fit_config_constraints`). ``round_to`` > 1 rounds every pruned
     channel/residual group's kept width to a multiple of it (:func:`prunec.allocation.round_kept`).
     """
     from prunec.hf import fit_config_constraints
 
-    allocator = get_allocation(allocation)
+    allocator = allocator or get_allocation(allocation)
     groups = select_groups(analysis, kinds)
 
     def fit(plan: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
@@ -147,15 +152,13 @@ def plan_removal(
             if not 0 < target <= g.size or (g.blocks > 1 and target % g.blocks):
                 raise ConfigError(f"cannot keep {target} units of {g.kind} group {g.label} (size {g.size}"
                                   + (f", {g.blocks} KV groups: use a multiple of {g.blocks}" if g.blocks > 1 else "")
-                                  + ")")
+                                  + f"); choose a width from 1 to {g.size}")
             removed[g.id] = lowest_units(g, scores[g.id], g.size - target)
         removed = fit(removed)
     elif budget is None:
         removed = fit(allocator(groups, scores, ratio))
-    elif budget.metric != "params":
-        raise ConfigError(f"a {budget.metric} budget is not supported yet; use --budget params=FRACTION")
     else:
-        counter = ParamCounter(analysis)
+        counter = counter or ParamCounter(analysis)
         if allocation in ("global", "knapsack"):
             ranked = ranked_candidates(groups, scores, per_parameter=allocation == "knapsack")
             removed = fit(solve_prefix(ranked, counter, budget.keep))
@@ -184,6 +187,7 @@ def prune(
     reconstruct: bool = False,
     recover: RecoveryConfig | None = None,
     round_to: int = 1,
+    sensitivity: SensitivityConfig | None = None,
 ) -> PruneResult:
     """Remove units of the prunable groups of ``model``.
 
@@ -192,7 +196,8 @@ def prune(
     per kind (``{"channels": 1152, "heads": 6}``).  Which units:
     the lowest ``importance`` scores (``l1``, ``l2``, ``random``; with
     ``calibration`` batches also ``activation``, ``fluctuation``, ``taylor``),
-    distributed by ``allocation`` (``uniform`` or ``global``).
+    distributed by ``allocation`` (``uniform``, ``global``, ``knapsack``, or ``sensitivity``:
+    measured loss increase per group on the calibration batches, probed as ``sensitivity`` says).
     ``bias_compensation`` folds the mean contribution of removed inputs into the
     reading layers' biases; ``reconstruct`` refits the reading linear layers by least
     squares on the calibration inputs (both need calibration).  ``recover`` then
@@ -209,9 +214,10 @@ def prune(
     kinds = validate_kinds(tuple(widths) if widths else kinds)
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     estimator = get_importance(importance)
-    get_allocation(allocation)
-    if (estimator.needs or bias_compensation or reconstruct or recover) and not calibration:
-        what = f"importance '{importance}'" if estimator.needs else "bias compensation/reconstruction/recovery"
+    needs_calibration = estimator.needs or allocation_needs(allocation) or bias_compensation or reconstruct or recover
+    if needs_calibration and not calibration:
+        what = (f"importance '{importance}'" if estimator.needs else f"allocation '{allocation}'"
+                if allocation_needs(allocation) else "bias compensation/reconstruction/recovery")
         raise ConfigError(f"{what} needs calibration data; pass calibration batches (CLI: --calib FILE)")
     analysis = analyze(model, example_inputs, example_kwargs, keep_interface=keep_interface, ignore=ignore)
     gm: fx.GraphModule = analysis.graph_module
@@ -229,8 +235,14 @@ def prune(
     if calibration and "gradients" in estimator.needs:
         inputs.grads = accumulate_gradients(gm, shard, analysis.slots)
     scores = score_groups(analysis, groups, importance, inputs)
+    counter = budget_counter(budget, analysis, example_inputs, example_kwargs) if budget and not widths else None
+    allocator = None
+    if "calibration" in allocation_needs(allocation) and not widths:
+        config = sensitivity or SensitivityConfig()
+        curves = measure_sensitivity(gm, analysis, groups, scores, calibration, example_kwargs, config)
+        allocator = SensitivityAllocator(curves, config.levels)
     removed = plan_removal(analysis, scores, ratio=ratio, kinds=kinds, allocation=allocation, budget=budget,
-                           widths=widths, model=model, round_to=round_to)
+                           widths=widths, model=model, round_to=round_to, counter=counter, allocator=allocator)
     if reconstruct and inputs.stats is not None:
         LeastSquaresReconstruction(analysis, removed, inputs.stats)(gm)
     elif bias_compensation and inputs.stats is not None:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from prunec.cli.common import app, clean_errors, out, progress_bar
 from prunec.errors import ConfigError, RegressionError
-from prunec.evaluate import mean_embedding_cosine, perplexity, tokenize_file
+from prunec.evaluate import accuracy, mean_embedding_cosine, perplexity, read_labelled, tokenize_file
 from prunec.models import load_model
 
 
@@ -20,9 +20,11 @@ def check(
     base: str = typer.Argument(..., help="The reference model (any MODEL form)."),
     pruned: str = typer.Argument(..., help="The pruned model: its hf/ directory or model.pt2, or any MODEL form."),
     data: Path = typer.Option(..., help="Evaluation text (never the calibration data)."),
-    metric: str = typer.Option("ppl", help="ppl (language models) or cosine (encoders: mean-pooled embeddings)."),
+    metric: str = typer.Option("ppl", help="ppl (language models), cosine (encoders: mean-pooled embeddings) or "
+                               "accuracy (classifiers; --data is JSONL {\"text\": ..., \"label\": INT} or .npz with 'labels')."),
     max_ratio: float = typer.Option(1.2, help="ppl: fail if pruned/base perplexity exceeds this."),
     min_cosine: float = typer.Option(0.95, help="cosine: fail if the mean cosine similarity is below this."),
+    max_drop: float = typer.Option(0.01, help="accuracy: fail if accuracy drops by more than this (absolute, 0.01 = 1 point)."),
     seq_len: int = typer.Option(512, help="ppl: tokens per window (a .pt2 program uses its traced length)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code from the model files to run (full pickles, Hugging Face custom code). Only for files you trust."),
     windows: int = typer.Option(24, help="ppl: number of windows (cosine: number of lines)."),
@@ -36,7 +38,7 @@ def check(
         ref = load_model(base, seq_len=seq_len, trust_remote_code=trust_remote_code)
         cand = load_model(pruned, seq_len=seq_len, trust_remote_code=trust_remote_code)
         tokenizer = cand.tokenizer or ref.tokenizer
-        if tokenizer is None:
+        if tokenizer is None and metric != "accuracy":
             raise ConfigError("neither model has a tokenizer; check needs one to read the evaluation text")
         progress.update(task, description=f"evaluating {metric}")
         if metric == "ppl":
@@ -52,15 +54,26 @@ def check(
             base_value = pruned_value = ratio_value = mean_embedding_cosine(ref.model, cand.model, tokenizer, lines)
             ok = ratio_value >= min_cosine
             limit = f"cosine >= {min_cosine}"
+        elif metric == "accuracy":
+            # A .pt2 program has static shapes: feed it batches (and token lengths) of its traced size.
+            static = pruned.endswith(".pt2")
+            fixed_len = cand.args[0].shape[-1] if static and data.suffix == ".jsonl" else None
+            samples, labels = read_labelled(data, tokenizer, fixed_len)
+            batch = cand.args[0].shape[0] if static else 1
+            base_value = accuracy(ref.model, samples, labels, batch)
+            pruned_value = accuracy(cand.model, samples, labels, batch)
+            ratio_value = base_value - pruned_value
+            ok = ratio_value <= max_drop
+            limit = f"drop <= {max_drop}"
         else:
-            raise ConfigError(f"unknown metric '{metric}'; choose ppl or cosine")
+            raise ConfigError(f"unknown metric '{metric}'; choose ppl, cosine or accuracy")
     result = {"metric": metric, "base": base_value, "pruned": pruned_value, "value": ratio_value,
               "limit": limit, "passed": ok}
     if json_out:
         print(json.dumps(result, indent=2))
     else:
         table = Table(title=f"prunec check ({metric})")
-        for col in ("base", "pruned", "value", "limit", "verdict"):
+        for col in ("base", "pruned", "drop" if metric == "accuracy" else "value", "limit", "verdict"):
             table.add_column(col)
         table.add_row(f"{base_value:.4g}", f"{pruned_value:.4g}", f"{ratio_value:.4g}", limit,
                       "[green]pass[/]" if ok else "[red]REGRESSED[/]")

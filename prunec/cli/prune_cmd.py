@@ -22,12 +22,16 @@ def prune_cmd(
     model: str = typer.Argument(..., help="HF directory, .gguf, .pt2, package.module:factory, or a short name."),
     output: Path = typer.Option(..., "-o", "--output", help="Output directory (must not exist unless --force)."),
     ratio: float = typer.Option(0.3, help="Fraction of each prunable group's units to remove, in [0, 1)."),
-    budget: Optional[str] = typer.Option(None, help="Instead of --ratio: params=0.8 keeps 80% of the non-embedding parameters."),
+    budget: Optional[str] = typer.Option(None, help="Instead of --ratio: params=0.8 keeps 80% of the non-embedding "
+                                         "parameters; flops=0.7 keeps 70% of the FLOPs of one forward pass."),
     kinds: str = typer.Option("auto", help="Comma-separated kinds: channels,heads,residual,head_dim; auto: "
                               "channels with --calib (the measured best LLM recipe), else channels,heads,residual."),
     width: list[str] = typer.Option([], help="Explicit target width per kind, e.g. --width channels=1152 --width heads=6."),
+    ffn: Optional[int] = typer.Option(None, help="Target FFN width of every layer (= --width channels=N)."),
+    heads: Optional[int] = typer.Option(None, help="Target attention heads of every layer (= --width heads=N)."),
+    drop_blocks: int = typer.Option(0, help="First remove this many decoder blocks, lowest block influence first."),
     importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor; auto: fluctuation with --calib, else l2."),
-    allocation: str = typer.Option("uniform", help="uniform or global."),
+    allocation: str = typer.Option("uniform", help="uniform, global, knapsack, or sensitivity (measured per-layer loss; needs --calib)."),
     calib: Optional[Path] = typer.Option(None, help="Calibration data: text, JSONL ({\"text\": ...}) or .npz."),
     calib_samples: int = typer.Option(32, help="Number of calibration samples."),
     calib_seq_len: int = typer.Option(256, help="Tokens per calibration sample (text)."),
@@ -35,7 +39,8 @@ def prune_cmd(
     bias_compensation: bool = typer.Option(False, help="Fold removed inputs' mean into biases (implied by --reconstruct)."),
     recover: bool = typer.Option(False, help="Distil the pruned model from the original on the calibration data."),
     recover_steps: int = typer.Option(64, help="Optimizer steps of --recover."),
-    recover_lr: float = typer.Option(2e-5, help="Learning rate of --recover."),
+    recover_lr: Optional[float] = typer.Option(None, help="Learning rate of --recover (default 2e-5; 5e-4 with --lora-rank)."),
+    lora_rank: int = typer.Option(0, help="With --recover: train rank-R LoRA adapters (merged afterwards) instead of all weights."),
     steps: int = typer.Option(1, help="Reach the budget in this many steps, evaluating on held-out calibration data."),
     max_step_regression: float = typer.Option(1.5, help="Roll back a step whose held-out metric worsens by more than this factor."),
     ignore: list[str] = typer.Option([], help="Parameter name or module prefix to leave untouched (repeatable)."),
@@ -51,11 +56,12 @@ def prune_cmd(
     Under torchrun, the calibration batches are shared out over the processes and the statistics
     all-reduced; rank 0 writes the outputs."""
     init_from_environment()
-    job = PruneJob(ratio=ratio, budget=budget, kinds=kinds, widths=parse_widths(width), importance=importance,
-                   allocation=allocation, calib=calib, calib_samples=calib_samples, calib_seq_len=calib_seq_len,
-                   reconstruct=reconstruct, bias_compensation=bias_compensation, recover=recover,
-                   recover_steps=recover_steps, recover_lr=recover_lr, steps=steps,
-                   max_step_regression=max_step_regression, ignore=tuple(ignore))
+    job = PruneJob(ratio=ratio, budget=budget, kinds=kinds, widths=parse_widths(width, ffn=ffn, heads=heads),
+                   importance=importance, allocation=allocation, calib=calib, calib_samples=calib_samples,
+                   calib_seq_len=calib_seq_len, reconstruct=reconstruct, bias_compensation=bias_compensation,
+                   recover=recover, recover_steps=recover_steps, recover_lr=recover_lr, lora_rank=lora_rank,
+                   steps=steps, drop_blocks=drop_blocks, max_step_regression=max_step_regression,
+                   ignore=tuple(ignore))
     job = _streaming_job(job) if stream else job.resolved()
     if output.exists() and not force:
         raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
@@ -81,6 +87,8 @@ def prune_cmd(
     out.print(f"[bold]{model}[/]: params {result.params_before:,} -> {result.params_after:,} "
               f"(-{result.removed_fraction:.1%}), FLOPs {flops_before:,} -> {flops_after:,} "
               f"(-{1 - flops_after / max(flops_before, 1):.1%})")
+    if summary.get("depth"):
+        out.print(f"  dropped decoder blocks {summary['depth']['dropped_blocks']} (lowest block influence)")
     for record in history:
         out.print(f"  step {record['step']}: keep {record['keep_target']:.3f} of non-embedding params, "
                   f"held-out metric {record['metric']:.3f} ({'kept' if record['accepted'] else 'rolled back'})")
