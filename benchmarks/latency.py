@@ -49,7 +49,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from prunec.compile import CompileJob, PrunedProgram, lower_and_verify, prune_and_export

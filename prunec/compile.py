@@ -215,7 +215,7 @@ def markdown(manifest: dict[str, Any]) -> str:
         f"- verification: max |artefact - PyTorch| = {m['verification']['max_abs_diff']:.3g}, relative L2 error "
         f"{m['verification']['relative_l2_error']:.3g} (checked: {m['verification']['metric']} <= "
         f"{m['verification']['tolerance']:.3g}); pruned vs original: {m['max_abs_diff_pruned_vs_original']:.3g}",
-        f"- latency: " + (f"median {lat['median_ms']} ms over {lat['repeat']} runs, {m['threads']} threads, "
+        "- latency: " + (f"median {lat['median_ms']} ms over {lat['repeat']} runs, {m['threads']} threads, "
                           f"{lat['where']}" if lat else "not measured"),
         "", "## Inputs and outputs", "", "| role | name | shape | dtype |", "|---|---|---|---|",
     ]
