@@ -49,7 +49,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from prunec.compile import CompileJob, PrunedProgram, lower_and_verify, prune_and_export
@@ -250,6 +249,8 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"target": preset.name}
     variants = [("base float32", base, "none"), ("pruned float32", pruned, "none"),
                 ("pruned int8 dynamic", pruned, "dynamic")]
+    if args.skip_float:
+        variants = variants[2:]
     if args.base_int8:
         variants.append(("base int8 dynamic", base, "dynamic"))
     base_bytes = None
@@ -292,6 +293,7 @@ def main() -> None:
     parser.add_argument("--llm-tolerance", type=float, default=None, help="verification tolerance for SmolLM2")
     parser.add_argument("--only", default="cnn,llm,int8", help="sections to run: cnn, llm, int8, widths")
     parser.add_argument("--base-int8", action="store_true", help="also int8 of the unpruned model")
+    parser.add_argument("--skip-float", action="store_true", help="int8 section: only the int8 artefact")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI timing of the int8 section")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures to this file")
     args = parser.parse_args()

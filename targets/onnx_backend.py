@@ -32,6 +32,7 @@ from prunec.targets.preset import TargetPreset, host_arch
 ONNX_FILE = "model.onnx"
 ORT_FILE = "model.ort"
 OPSET = 18
+PER_CHANNEL = True  # int8 weights with one scale per output channel
 
 
 def _ort() -> Any:
@@ -93,7 +94,7 @@ def quantize(src: Path, dst: Path, mode: str, calibration: Sequence[tuple[np.nda
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
     if mode == "dynamic":
         with _quiet():
-            quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8, per_channel=False)
+            quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8, per_channel=PER_CHANNEL)
         return
 
     class Batches(CalibrationDataReader):

@@ -46,7 +46,7 @@ def test_ratio_outside_unit_interval(tmp_path, ratio) -> None:
 
 
 def test_width_that_would_empty_a_group(tmp_path) -> None:
-    _fails_cleanly(tmp_path, ["prune", "models:residual_mlp", "--width", "channels=0"], ConfigError, "cannot keep 0 units")
+    _fails_cleanly(tmp_path, ["prune", "models:residual_mlp", "--width", "channels=0"], ConfigError, "UNITS >= 1")
 
 
 def test_budget_that_cannot_be_met(tmp_path) -> None:

@@ -40,7 +40,7 @@ def compile_cmd(
     repeat: int = typer.Option(20, help="Timed runs for the latency median (0: do not time)."),
     tolerance: Optional[float] = typer.Option(None, help="Verification: allowed max |artefact - PyTorch| relative to "
                                               "max(1, max |PyTorch|) (default 1e-3); with int8, allowed relative L2 "
-                                              "error (default 0.25)."),
+                                              "error (default 0.5)."),
     seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
