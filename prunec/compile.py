@@ -56,6 +56,7 @@ class CompileJob:
     threads: int = 2                       # for verification and latency; 0: the runtime's default
     latency_repeat: int = 20               # timed runs (median reported); 0 skips timing
     tolerance: float | None = None         # None: FLOAT_TOLERANCE or INT8_TOLERANCE
+    dump_ir: Path | None = None            # write the IR of every stage (traced, pruned, each cleanup pass) here
 
     def resolved(self) -> "CompileJob":
         """Validate the options that need no model (raises :class:`ConfigError`)."""
@@ -67,6 +68,8 @@ class CompileJob:
             raise ConfigError("--threads and --repeat must be >= 0")
         if self.tolerance is not None and self.tolerance <= 0:
             raise ConfigError("--tolerance must be > 0")
+        if self.dump_ir is not None and Path(self.dump_ir).exists() and any(Path(self.dump_ir).iterdir()):
+            raise ConfigError(f"IR dump directory {self.dump_ir} is not empty; choose an empty or new directory")
         return replace(self, prune=self.prune.resolved())
 
     @property
@@ -251,6 +254,32 @@ def _timed(steps: dict[str, float], on_stage: Callable[[str], None], name: str, 
     return value
 
 
+def cleanup_pruned(loaded: LoadedModel, outcome: PruneOutcome, dump_ir: Path | None = None) -> None:
+    """Run the post-pruning pass pipeline (``remove-noops`` to a fixed point, ``dce``) on the pruned graph.
+
+    Pruning leaves views and copies that became no-ops; removing them before lowering keeps the
+    artefact lean. With ``dump_ir``, the IR of every stage goes there (:class:`DumpIR`):
+    ``000_input.txt`` (the traced, unpruned model), ``001_structured-removal.txt`` (the pruned graph),
+    then one file per cleanup pass; ``prunec diff`` compares any two of them.
+    """
+    from prunec.instruments import DumpIR
+    from prunec.pass_api import PassResult
+    from prunec.pass_loading import load_builtin_passes
+    from prunec.pass_manager import Step, run_passes
+    from prunec.trace import trace
+
+    load_builtin_passes()
+    pruned = outcome.result.module
+    steps = [Step.of("remove-noops", fixed_point=True), Step.of("dce")]
+    start = pruned
+    if dump_ir is not None:
+        # The pruned graph replaces the traced one in one (non-exact) step, so both are dumped in order.
+        start = trace(loaded.model, outcome.args, outcome.kwargs)
+        steps.insert(0, Step.custom("structured-removal", lambda _gm: PassResult(pruned, True), exact=False))
+    result = run_passes(start, steps, instruments=[DumpIR(dump_ir)] if dump_ir is not None else [])
+    outcome.result.module = result.graph_module
+
+
 def prune_and_export(loaded: LoadedModel, job: CompileJob, preset: TargetPreset,
                      on_stage: Callable[[str], None] = lambda _: None) -> PrunedProgram:
     """Round widths (optional) → prune → export → reference outputs → calibration inputs (static int8)."""
@@ -261,6 +290,7 @@ def prune_and_export(loaded: LoadedModel, job: CompileJob, preset: TargetPreset,
         prune_job = replace(prune_job, round_to=preset.width_multiple)
         notes["width_rounding"] = f"kept channel/residual widths rounded to multiples of {preset.width_multiple}"
     outcome = _timed(steps, on_stage, "prune", lambda: run_pruning(loaded, prune_job, on_stage))
+    _timed(steps, on_stage, "cleanup passes", lambda: cleanup_pruned(loaded, outcome, job.dump_ir))
     program = _timed(steps, on_stage, "export", lambda: export_program(outcome))
     inputs = flat_inputs(outcome.args, outcome.kwargs)
     with torch.no_grad():

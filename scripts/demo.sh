@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Set up, then trace, analyse and prune a small LLaMA-architecture model built from a config.
+# Set up, then the three things prunec is for, on models built from a config (random weights):
+#   1. inspect and prune a small LLaMA-architecture model,
+#   2. compile a pruned ResNet-style CNN for a Raspberry Pi 4 (aarch64, TVM, cross-compiled) and
+#      verify the binary against PyTorch under qemu-user emulation,
+#   3. show what pruning changed (text diff summary + an HTML report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 prunec="${PRUNEC_VENV:-.venv}/bin/prunec"
 "$prunec" inspect demo-llama
-rm -rf out/demo-llama
+rm -rf out/demo-llama out/demo-resnet-rpi4
 "$prunec" prune demo-llama --ratio 0.3 -o out/demo-llama
+if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then
+  "$prunec" compile demo-resnet --target rpi4 --backend tvm --ratio 0.3 --repeat 3 -o out/demo-resnet-rpi4
+else
+  echo "(no aarch64 cross compiler / qemu-user: scripts/system-deps.sh installs them; compiling with ONNX Runtime instead)"
+  "$prunec" compile demo-resnet --target rpi4 --backend onnx --ratio 0.3 -o out/demo-resnet-rpi4
+fi
+"$prunec" diff demo-llama out/demo-llama --summary --html out/demo-llama/diff.html

@@ -210,3 +210,22 @@ def test_run_and_bench_need_a_compiled_directory(tmp_path) -> None:
     (tmp_path / "manifest.json").write_text('{"format": 1}')
     result = runner.invoke(app, ["bench", str(tmp_path)])
     assert result.exit_code == 2 and "lacks backend" in result.output
+
+
+def test_dump_ir_keeps_every_stage_and_the_stages_diff(tmp_path) -> None:
+    dump = tmp_path / "ir"
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compile", "models:residual_mlp", "--ratio", "0.5", "--repeat", "0",
+                                 "--dump-ir", str(dump), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in dump.iterdir())
+    assert files == ["000_input.txt", "001_structured-removal.txt", "002_remove-noops.txt", "003_dce.txt"]
+    traced, pruned = (dump / files[0]).read_text(), (dump / files[1]).read_text()
+    assert traced != pruned  # pruning changed widths, and the printed IR shows it
+    diff = runner.invoke(app, ["diff", str(dump / files[0]), str(dump / files[1]), "--summary"])
+    assert diff.exit_code == 0, diff.output
+    assert "changed" in diff.output
+    # A non-empty dump directory is refused before anything is loaded or written.
+    again = runner.invoke(app, ["compile", "models:residual_mlp", "--dump-ir", str(dump), "-o", str(tmp_path / "o2")])
+    assert again.exit_code == 2 and "not empty" in again.output
+    assert not (tmp_path / "o2").exists()

@@ -27,7 +27,7 @@ def compile_cmd(
     kinds: str = typer.Option("auto", help="Comma-separated kinds: channels,heads,residual,head_dim (auto: as prunec prune)."),
     width: list[str] = typer.Option([], help="Explicit target width per kind, e.g. --width channels=1152."),
     importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor (auto: as prunec prune)."),
-    allocation: str = typer.Option("uniform", help="uniform or global."),
+    allocation: str = typer.Option("uniform", help="uniform, global or sensitivity (see prunec prune)."),
     calib: Optional[Path] = typer.Option(None, help="Calibration data (text, JSONL or .npz): pruning, and --quantize static."),
     calib_samples: int = typer.Option(32, help="Number of calibration samples."),
     calib_seq_len: int = typer.Option(256, help="Tokens per calibration sample (text); also the compiled sequence length."),
@@ -44,13 +44,17 @@ def compile_cmd(
     seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="Write the IR of every stage (traced, pruned, "
+                                           "each cleanup pass) to this new or empty directory (prunec diff compares them)."),
+    ffn: Optional[int] = typer.Option(None, help="Keep this many FFN units per layer (= --width channels=N)."),
+    heads: Optional[int] = typer.Option(None, help="Keep this many attention heads per layer (= --width heads=N)."),
 ) -> None:
     """Prune MODEL, lower it for --target with --backend, verify it against PyTorch and write OUTPUT/."""
-    prune_job = PruneJob(ratio=ratio, budget=budget, kinds=kinds, widths=parse_widths(width), importance=importance,
+    prune_job = PruneJob(ratio=ratio, budget=budget, kinds=kinds, widths=parse_widths(width, ffn=ffn, heads=heads), importance=importance,
                          allocation=allocation, calib=calib, calib_samples=calib_samples, calib_seq_len=calib_seq_len)
     job = CompileJob(target=target, backend=backend, prune=prune_job, quantize=quantize, round_widths=round_widths,
                      tuning=tuning, tuning_trials=tuning_trials, threads=threads, latency_repeat=repeat,
-                     tolerance=tolerance).resolved()
+                     tolerance=tolerance, dump_ir=dump_ir).resolved()
     # Fail before the (slow) model load on what needs no model: the target, the backend, the output.
     preset, _ = resolve_target(job)
     if output.exists() and not force:
