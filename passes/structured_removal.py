@@ -30,6 +30,7 @@ from prunec.attrs import get_path, set_tensor
 from prunec.errors import TransformError
 from prunec.pass_api import PassResult, register_pass
 from prunec.rules.registry import lookup_rule
+from prunec.shapes import fake_inputs
 
 aten = torch.ops.aten
 
@@ -216,17 +217,6 @@ def rewrite_constants(analysis: Analysis, rw: Rewriter) -> None:
             rule.rewrite(rw, node)
 
 
-def _example_inputs_from_meta(gm: fx.GraphModule, mode: FakeTensorMode) -> list[Any]:
-    out = []
-    for node in gm.graph.find_nodes(op="placeholder"):
-        val = node.meta.get("val")
-        if isinstance(val, torch.Tensor):
-            out.append(mode.from_tensor(torch.zeros(val.shape, dtype=val.dtype)))
-        else:
-            out.append(val)
-    return out
-
-
 def propagate_and_check(analysis: Analysis, rw: Rewriter) -> None:
     """Re-propagate shapes with fake tensors; compare with the analysis's predicted shapes."""
     gm = analysis.graph_module
@@ -238,7 +228,7 @@ def propagate_and_check(analysis: Analysis, rw: Rewriter) -> None:
             predicted[node.name] = tuple(new_size(rw.table, d, rw.new_axis_sizes) for d in lay)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     try:
-        FakeTensorProp(gm, mode).propagate(*_example_inputs_from_meta(gm, mode))
+        FakeTensorProp(gm, mode).propagate(*fake_inputs(gm, mode))
     except Exception as exc:  # noqa: BLE001 - reported as a transform failure with the cause
         raise TransformError(f"shape re-propagation failed after pruning: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
     for node in gm.graph.nodes:

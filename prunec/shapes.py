@@ -10,7 +10,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 
-def _fake_inputs(gm: fx.GraphModule, mode: FakeTensorMode) -> list[Any]:
+def fake_inputs(gm: fx.GraphModule, mode: FakeTensorMode) -> list[Any]:
+    """Fake tensors shaped like the placeholders' ``meta["val"]`` (non-tensor inputs as they are)."""
     out = []
     for node in gm.graph.find_nodes(op="placeholder"):
         val = node.meta.get("val")
@@ -34,7 +35,7 @@ def repropagate(gm: fx.GraphModule) -> dict[str, tuple[tuple[int, ...] | None, t
     """
     recorded = {n.name: shape_of(n.meta.get("val")) for n in gm.graph.nodes}
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    FakeTensorProp(gm, mode).propagate(*_fake_inputs(gm, mode))
+    FakeTensorProp(gm, mode).propagate(*fake_inputs(gm, mode))
     changed = {}
     for node in gm.graph.nodes:
         now = shape_of(node.meta.get("val"))
