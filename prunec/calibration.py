@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -26,16 +26,21 @@ class CalibrationConfig:
     batch_size: int = 1
 
 
+def jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for every non-blank line of a JSONL file; bad JSON is a ConfigError."""
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{i} is not valid JSON ({exc.msg}); JSONL needs one object per line") from None
+
+
 def _read_text(path: Path) -> str:
     if path.suffix == ".jsonl":
         texts = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{i} is not valid JSON ({exc.msg}); JSONL needs one object per line") from None
+        for i, record in jsonl_records(path):
             text = record.get("text") if isinstance(record, dict) else record if isinstance(record, str) else None
             if text is None:
                 raise ConfigError(f"{path}:{i} has no 'text' field; JSONL lines must look like {{\"text\": ...}}")

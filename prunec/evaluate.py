@@ -7,7 +7,6 @@ once, cut it into non-overlapping windows of ``window`` tokens, take the first
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +14,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from prunec.calibration import token_windows
+from prunec.calibration import jsonl_records, token_windows
 from prunec.errors import ConfigError
 
 
@@ -101,13 +100,7 @@ def read_labelled(path: str | Path, tokenizer: Any = None, fixed_len: int | None
     if tokenizer is None:
         raise ConfigError(f"{path} holds text but neither model has a tokenizer; give an .npz of inputs and labels")
     samples, labels = [], []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{i} is not valid JSON ({exc.msg})") from None
+    for i, record in jsonl_records(path):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str) or \
                 not isinstance(record.get("label"), int) or isinstance(record.get("label"), bool):
             raise ConfigError(f"{path}:{i} needs a string 'text' and an integer 'label', e.g. "
