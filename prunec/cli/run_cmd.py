@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,6 +11,7 @@ import typer
 from prunec.cli.common import app, clean_errors, out
 from prunec.compile import load_runner
 from prunec.errors import ConfigError, OutputExistsError
+from prunec.output import atomic_output_file
 
 
 def read_inputs(path: Path, specs: Sequence[dict[str, Any]]) -> list[np.ndarray]:
@@ -53,18 +52,11 @@ def read_inputs(path: Path, specs: Sequence[dict[str, Any]]) -> list[np.ndarray]
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray], force: bool) -> None:
-    """Write atomically: a temporary file in the same folder, renamed into place."""
+    """Write atomically (:func:`prunec.output.atomic_output_file`)."""
     if path.exists() and not force:
         raise OutputExistsError(f"output {path} already exists; choose another --output or pass --force")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output_file(path, overwrite=True) as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _family(dtype: np.dtype) -> str:
