@@ -20,6 +20,7 @@ import torch
 from prunec.analysis.groups import DEFAULT_KINDS
 from prunec.budget import Budget
 from prunec.calibration import CalibrationConfig, load_calibration
+from prunec.devices import resolve_device
 from prunec.errors import ConfigError, TraceError
 from prunec.evaluate import perplexity
 from prunec.metrics import count_flops
@@ -49,6 +50,10 @@ class PruneJob:
     recover: bool = False
     recover_steps: int = 64
     recover_lr: float | None = None  # 2e-5 for all weights, 5e-4 with LoRA
+    recover_batch: int = 1           # windows per optimizer step (gradient accumulation)
+    recover_data: Path | None = None  # text for the fine-tune; default: the calibration file
+    recover_samples: int | None = None  # windows of it; default: as many as calibration
+    device: str = "auto"             # where recovery trains: a CUDA GPU when present
     lora_rank: int = 0
     drop_blocks: int = 0
     steps: int = 1
@@ -77,6 +82,13 @@ class PruneJob:
             raise ConfigError("--steps needs a --budget (e.g. --budget params=0.8)")
         if job.recover and not job.calib:
             raise ConfigError("--recover needs calibration data (--calib FILE)")
+        if (job.recover_data or job.recover_samples) and not job.recover:
+            raise ConfigError("--recover-data/--recover-samples apply to recovery: add --recover")
+        if job.recover_samples is not None and job.recover_samples < 1:
+            raise ConfigError(f"--recover-samples must be >= 1, got {job.recover_samples}")
+        if job.recover_steps < 1 or job.recover_batch < 1:
+            raise ConfigError("--recover-steps and --recover-batch must be >= 1")
+        resolve_device(job.device)  # a GPU asked for but absent fails before any work
         if job.round_to < 1:
             raise ConfigError("round_to must be >= 1")
         if job.steps > 1 and job.round_to > 1:
@@ -197,11 +209,17 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         # Sizes before pruning are the original model's (blocks included).
         result.params_before = sum(p.numel() for p in loaded.model.parameters())
         result.non_embedding_before = _non_embedding(loaded.model)
+    recovery = None
     if job.recover:
-        on_stage(f"recovering ({job.recover_steps} distillation steps{', LoRA' if job.lora_rank else ''})")
-        result.recovery_losses = distill(result.module, loaded.model, calibration,
-                                         RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr,
-                                                        lora_rank=job.lora_rank), kwargs)
+        windows = _recovery_windows(job, loaded, calibration)
+        recovery = {"steps": job.recover_steps, "lr": job.recover_lr, "lora_rank": job.lora_rank,
+                    "batch": job.recover_batch, "data": str(job.recover_data or job.calib),
+                    "windows": len(windows), "device": str(resolve_device(job.device))}
+        config = RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr, lora_rank=job.lora_rank,
+                                batch_size=job.recover_batch, device=job.device)
+        on_stage(f"recovering ({job.recover_steps} distillation steps of {job.recover_batch} on "
+                 f"{len(windows)} windows, {resolve_device(job.device)}{', LoRA' if job.lora_rank else ''})")
+        result.recovery_losses = distill(result.module, loaded.model, windows, config, kwargs)
     on_stage("verifying")
     with torch.no_grad():
         pruned_out = result.module(*args, **kwargs)
@@ -217,7 +235,7 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         "calibration": str(job.calib) if job.calib else None,
         "reconstruct": job.reconstruct,
         "recovery_losses": [round(v, 4) for v in result.recovery_losses],
-        "recovery": {"steps": job.recover_steps, "lr": job.recover_lr, "lora_rank": job.lora_rank} if job.recover else None,
+        "recovery": recovery,
         "steps": job.steps,
         "schedule": history,
         "depth": depth,
@@ -235,6 +253,17 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         "seconds": round(time.perf_counter() - start, 2),
     }
     return PruneOutcome(result, args, kwargs, summary, history)
+
+
+def _recovery_windows(job: PruneJob, loaded: LoadedModel, calibration: list[tuple]) -> list[tuple]:
+    """The windows recovery trains on: the calibration batches unless another file or count is given
+    (a different count re-reads the file; the windows keep the calibration sequence length, which
+    the traced graph's static shapes require)."""
+    if job.recover_data is None and job.recover_samples in (None, len(calibration)):
+        return calibration
+    source = job.recover_data or job.calib
+    return load_calibration(source, loaded.tokenizer,
+                            CalibrationConfig(job.recover_samples or job.calib_samples, job.calib_seq_len))
 
 
 def write_prune_outputs(directory: Path, outcome: PruneOutcome, loaded: LoadedModel, title: str) -> None:

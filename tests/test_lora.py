@@ -62,7 +62,10 @@ def test_cli_recover_with_lora_writes_back(tmp_path) -> None:
                                       "--recover", "--recover-steps", "3", "--lora-rank", "4", "-o", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["recovery"] == {"steps": 3, "lr": 5e-4, "lora_rank": 4} and len(summary["recovery_losses"]) == 3
+    recovery = summary["recovery"]
+    assert {k: recovery[k] for k in ("steps", "lr", "lora_rank", "batch", "device")} == \
+        {"steps": 3, "lr": 5e-4, "lora_rank": 4, "batch": 1, "device": "cpu"}
+    assert len(summary["recovery_losses"]) == 3
     hf = AutoModelForCausalLM.from_pretrained(out / "hf").eval()
     program = torch.export.load(str(out / "model.pt2")).module()
     ids = torch.from_numpy(np.load(tmp_path / "ids.npz")["arr_0"][:1])

@@ -40,6 +40,10 @@ def prune_cmd(
     recover: bool = typer.Option(False, help="Distil the pruned model from the original on the calibration data."),
     recover_steps: int = typer.Option(64, help="Optimizer steps of --recover."),
     recover_lr: Optional[float] = typer.Option(None, help="Learning rate of --recover (default 2e-5; 5e-4 with --lora-rank)."),
+    recover_batch: int = typer.Option(1, help="Windows per optimizer step of --recover (gradients accumulated)."),
+    recover_data: Optional[Path] = typer.Option(None, help="Text (or JSONL) to distil on; default: the --calib file."),
+    recover_samples: Optional[int] = typer.Option(None, help="Windows of --recover-data (or --calib) to distil on; default: --calib-samples."),
+    device: str = typer.Option("auto", help="Where --recover trains: auto (a CUDA GPU when present), cpu, cuda[:N]."),
     lora_rank: int = typer.Option(0, help="With --recover: train rank-R LoRA adapters (merged afterwards) instead of all weights."),
     steps: int = typer.Option(1, help="Reach the budget in this many steps, evaluating on held-out calibration data."),
     max_step_regression: float = typer.Option(1.5, help="Roll back a step whose held-out metric worsens by more than this factor."),
@@ -60,6 +64,8 @@ def prune_cmd(
                    importance=importance, allocation=allocation, calib=calib, calib_samples=calib_samples,
                    calib_seq_len=calib_seq_len, reconstruct=reconstruct, bias_compensation=bias_compensation,
                    recover=recover, recover_steps=recover_steps, recover_lr=recover_lr, lora_rank=lora_rank,
+                   recover_batch=recover_batch, recover_data=recover_data, recover_samples=recover_samples,
+                   device=device,
                    steps=steps, drop_blocks=drop_blocks, max_step_regression=max_step_regression,
                    ignore=tuple(ignore))
     job = _streaming_job(job) if stream else job.resolved()

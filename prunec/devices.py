@@ -1,0 +1,58 @@
+"""Choosing a device and moving models (traced graphs included) between devices.
+
+``torch.export`` bakes the device it traced on into the graph: ``arange``/``full``/``_to_copy``
+and ``_assert_tensor_metadata`` nodes carry ``device=cpu`` keyword arguments.  Moving such a
+``GraphModule``'s parameters with ``.to("cuda")`` alone leaves those nodes making CPU tensors,
+so :func:`move_module` rewrites the keyword arguments too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prunec.errors import ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"``: the first CUDA GPU when one is present, else the CPU; ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"`` as named (a GPU that is absent is a :class:`ConfigError`)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device '{name}' is not supported; use auto, cpu or cuda[:N]")
+    return device
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of the module's first parameter or buffer (CPU for a module without any)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def move_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move ``module``'s parameters and buffers to ``device`` in place, and for a ``GraphModule`` also
+    the devices its nodes create tensors on; returns the module."""
+    module.to(device)
+    if isinstance(module, torch.fx.GraphModule):
+        changed = False
+        for node in module.graph.nodes:
+            if isinstance(node.kwargs.get("device"), torch.device) and node.kwargs["device"] != device:
+                node.kwargs = {**node.kwargs, "device": device}
+                changed = True
+        if changed:
+            module.recompile()
+    return module
+
+
+def move_batch(batch: tuple, device: torch.device) -> tuple:
+    """A calibration batch (a tuple of tensors and other values) with its tensors on ``device``."""
+    return tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in batch)

@@ -1,0 +1,113 @@
+"""Recovery (distillation) schedule, batching, data and device handling."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import prunec
+from prunec.cli import app
+from prunec.devices import move_module, resolve_device
+from prunec.errors import ConfigError
+from prunec.recovery import RecoveryConfig, _window_order, distill
+from prunec.trace import trace
+from tests.models import ALL_CASES
+from tests.test_calibration_methods import randomize_
+
+runner = CliRunner()
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_zero() -> None:
+    config = RecoveryConfig(steps=100, lr=1e-3, warmup=0.1)
+    rates = [config.learning_rate(s) for s in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a <= b for a, b in zip(rates[:10], rates[1:10]))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[55] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert rates[-1] < 1e-5
+
+
+def test_windows_are_visited_in_shuffled_epochs() -> None:
+    order = _window_order(5, 12, seed=0)
+    assert sorted(order[:5]) == list(range(5)) and sorted(order[5:10]) == list(range(5))
+    assert order != list(range(5)) * 2 + [0, 1]
+    assert order == _window_order(5, 12, seed=0)
+
+
+def _llama():
+    model, args, _ = ALL_CASES["llama_gqa"]()
+    randomize_(model)
+    return model.eval(), args
+
+
+def test_accumulating_windows_lowers_the_distillation_loss() -> None:
+    model, args = _llama()
+    student = prunec.prune(model, args, ratio=0.5, kinds=("channels",)).module
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 96, args[0].shape, generator=g),) for _ in range(6)]
+    losses = distill(student, model, batches, RecoveryConfig(steps=25, lr=3e-3, batch_size=3, device="cpu"))
+    assert len(losses) == 25
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_traced_graph_moves_with_its_device_arguments() -> None:
+    model, (ids,) = _llama()
+    gm = trace(model, (ids,))
+    expected = _logits(gm(ids))
+    with_device = [n for n in gm.graph.nodes if isinstance(n.kwargs.get("device"), torch.device)]
+    assert with_device, "the traced llama creates tensors with an explicit device"
+    move_module(gm, torch.device("meta"))
+    assert all(n.kwargs["device"] == torch.device("meta") for n in with_device)
+    assert all(p.device.type == "meta" for p in gm.parameters())
+    gm2 = trace(model, (ids,))
+    move_module(gm2, torch.device("cpu"))  # a no-op move keeps the function
+    torch.testing.assert_close(_logits(gm2(ids)), expected)
+
+
+def _logits(out):
+    return out.logits if hasattr(out, "logits") else out[0]
+
+
+def test_device_names_are_checked() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_cli_recovers_on_other_text_with_batches(tmp_path) -> None:
+    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
+    more = tmp_path / "more.npz"
+    np.savez(more, np.random.default_rng(1).integers(0, 96, size=(10, 8)))
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--calib", str(tmp_path / "ids.npz"), "--ratio", "0.3",
+                                 "--recover", "--recover-steps", "2", "--recover-batch", "3",
+                                 "--recover-data", str(more), "--recover-samples", "9", "--device", "cpu",
+                                 "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["recovery"]["windows"] == 9 and summary["recovery"]["batch"] == 3
+    assert summary["recovery"]["data"] == str(more)
+    assert len(summary["recovery_losses"]) == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--recover-data", "x.txt"], "add --recover"),
+    (["--recover", "--recover-samples", "0"], "--recover-samples must be >= 1"),
+    (["--recover", "--recover-batch", "0"], "must be >= 1"),
+    (["--recover", "--device", "tpu"], "device 'tpu'"),
+])
+def test_bad_recovery_options_are_refused(tmp_path, extra, message) -> None:
+    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--calib", str(tmp_path / "ids.npz"), *extra, "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()
