@@ -7,6 +7,12 @@ Budgets are fractions of the *non-embedding* parameters kept (exact counts, tied
 All rows run in one process on the same loaded model; threads = 2.
 
     python benchmarks/llm_ppl.py --data ../shared/data/wikitext2 [--budgets 0.9,0.8,0.7] [--methods ...]
+
+Recovery grid: ``--recover-grid "steps=500,lr=1e-4,batch=8;steps=1000,lr=5e-5,batch=8"`` prunes once
+per budget with the first method, then distils a copy of the pruned model from the base for each
+setting (``prunec.recovery.RecoveryConfig`` fields) on ``--recover-samples`` windows of
+``wiki.valid.tokens`` (the calibration split; the test split is only evaluated), and prints a row each.
+``--device auto`` trains on a CUDA GPU when one is present.
 """
 
 from __future__ import annotations
@@ -143,10 +149,16 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--base-ppl", type=float, default=None,
                         help="base perplexity measured by an earlier run of this script (skips re-evaluating the base)")
+    parser.add_argument("--recover-grid", default="",
+                        help="';'-separated recovery settings, each 'field=value,...' of RecoveryConfig")
+    parser.add_argument("--recover-samples", type=int, default=512,
+                        help="windows of wiki.valid.tokens to distil on (all of it is ~560 windows of 512)")
+    parser.add_argument("--device", default="auto", help="where recovery trains (auto: a CUDA GPU when present)")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--windows", type=int, default=24)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     loaded = load_model("smollm2-135m", seq_len=args.window)
     ids = tokenize_file(args.data / "wiki.test.raw", loaded.tokenizer)
@@ -205,6 +217,31 @@ def main() -> None:
             kept = result.non_embedding_after / non_embedding(loaded.model)
             print(f"| {keep} | {name}{note} | {kept:.3f} | {result.params_after:,} | {ppl:.2f} | {ppl / base:.2f} | "
                   f"{seconds:.0f} |", flush=True)
+            if args.recover_grid:
+                recover_grid(args, loaded, result, ids, base, keep, name, kept)
+                break  # the grid starts from the first method's pruned model
+
+
+def recover_grid(args: argparse.Namespace, loaded, result, ids: torch.Tensor, base: float,
+                 keep: float, name: str, kept: float) -> None:
+    """One row per recovery setting, each distilling its own copy of the pruned model."""
+    import copy
+
+    from prunec.recovery import distill
+
+    windows = load_calibration(args.data / "wiki.valid.tokens", loaded.tokenizer,
+                               CalibrationConfig(n_samples=args.recover_samples, seq_len=args.window))
+    for spec in args.recover_grid.split(";"):
+        fields = {k: type(getattr(RecoveryConfig, k))(v) for k, v in (kv.split("=") for kv in spec.split(","))}
+        config = RecoveryConfig(device=args.device, **fields)
+        student = copy.deepcopy(result.module)
+        t = time.perf_counter()
+        losses = distill(student, loaded.model, windows, config)
+        seconds = time.perf_counter() - t
+        ppl = perplexity(student, ids, args.window, args.windows)
+        print(f"| {keep} | {name} + recovery {spec} on {len(windows)} windows ({config.device}; loss "
+              f"{losses[0]:.3f} -> {sum(losses[-10:]) / len(losses[-10:]):.3f}) | {kept:.3f} | {result.params_after:,} | "
+              f"{ppl:.2f} | {ppl / base:.2f} | {seconds:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Choosing a device and moving models (traced graphs included) between devices.
 
 ``torch.export`` bakes the device it traced on into the graph: ``arange``/``full``/``_to_copy``
-and ``_assert_tensor_metadata`` nodes carry ``device=cpu`` keyword arguments.  Moving such a
+and ``_assert_tensor_metadata`` nodes carry ``device=cpu`` keyword arguments, ``aten.to.device``
+a positional one.  Moving such a
 ``GraphModule``'s parameters with ``.to("cuda")`` alone leaves those nodes making CPU tensors,
 so :func:`move_module` rewrites the keyword arguments too.
 """
@@ -9,6 +10,7 @@ so :func:`move_module` rewrites the keyword arguments too.
 from __future__ import annotations
 
 import torch
+from torch.fx.node import map_aggregate
 
 from prunec.errors import ConfigError
 
@@ -42,14 +44,25 @@ def move_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Modul
     """Move ``module``'s parameters and buffers to ``device`` in place, and for a ``GraphModule`` also
     the devices its nodes create tensors on; returns the module."""
     module.to(device)
-    if isinstance(module, torch.fx.GraphModule):
+    # Higher-order ops (autocast / no-grad regions) keep their bodies in nested GraphModules.
+    for graph_module in module.modules():
+        if not isinstance(graph_module, torch.fx.GraphModule):
+            continue
+        # Tensor constants (``_tensor_constant0``) are plain attributes, which ``.to`` skips.
+        for name, value in list(vars(graph_module).items()):
+            if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+                setattr(graph_module, name, value.to(device))
         changed = False
-        for node in module.graph.nodes:
-            if isinstance(node.kwargs.get("device"), torch.device) and node.kwargs["device"] != device:
-                node.kwargs = {**node.kwargs, "device": device}
+        for node in graph_module.graph.nodes:
+            # Devices appear as keyword (``arange(..., device=cpu)``) and positional arguments
+            # (``aten.to.device(x, cpu, float32)``).
+            args = map_aggregate(node.args, lambda a: device if isinstance(a, torch.device) else a)
+            kwargs = map_aggregate(node.kwargs, lambda a: device if isinstance(a, torch.device) else a)
+            if args != node.args or kwargs != node.kwargs:
+                node.args, node.kwargs = args, kwargs
                 changed = True
         if changed:
-            module.recompile()
+            graph_module.recompile()
     return module
 
 

@@ -64,6 +64,8 @@ def test_a_traced_graph_moves_with_its_device_arguments() -> None:
     move_module(gm, torch.device("meta"))
     assert all(n.kwargs["device"] == torch.device("meta") for n in with_device)
     assert all(p.device.type == "meta" for p in gm.parameters())
+    # Runs end to end on the new device (rotary's ``aten.to.device(x, cpu, ...)`` included).
+    assert _logits(gm(ids.to("meta"))).device.type == "meta"
     gm2 = trace(model, (ids,))
     move_module(gm2, torch.device("cpu"))  # a no-op move keeps the function
     torch.testing.assert_close(_logits(gm2(ids)), expected)
