@@ -48,9 +48,9 @@ class PruneJob:
     reconstruct: bool | None = None
     bias_compensation: bool = False
     recover: bool = False
-    recover_steps: int = 64
-    recover_lr: float | None = None  # 2e-5 for all weights, 5e-4 with LoRA
-    recover_batch: int = 1           # windows per optimizer step (gradient accumulation)
+    recover_steps: int = 150
+    recover_lr: float | None = None  # 1e-4 for all weights, 5e-4 with LoRA
+    recover_batch: int = 8           # windows per optimizer step (gradient accumulation)
     recover_data: Path | None = None  # text for the fine-tune; default: the calibration file
     recover_samples: int | None = None  # windows of it; default: as many as calibration
     device: str = "auto"             # where recovery trains: a CUDA GPU when present
@@ -72,7 +72,7 @@ class PruneJob:
         if job.importance == "auto":
             job = replace(job, importance="fluctuation" if job.calib else "l2")
         if job.recover_lr is None:
-            job = replace(job, recover_lr=5e-4 if job.lora_rank else 2e-5)
+            job = replace(job, recover_lr=5e-4 if job.lora_rank else 1e-4)
         if job.reconstruct is None:
             job = replace(job, reconstruct=bool(job.calib))
         job.kind_tuple  # validates

@@ -64,7 +64,7 @@ def test_cli_recover_with_lora_writes_back(tmp_path) -> None:
     summary = json.loads(result.stdout)
     recovery = summary["recovery"]
     assert {k: recovery[k] for k in ("steps", "lr", "lora_rank", "batch", "device")} == \
-        {"steps": 3, "lr": 5e-4, "lora_rank": 4, "batch": 1, "device": "cpu"}
+        {"steps": 3, "lr": 5e-4, "lora_rank": 4, "batch": 8, "device": "cuda" if torch.cuda.is_available() else "cpu"}
     assert len(summary["recovery_losses"]) == 3
     hf = AutoModelForCausalLM.from_pretrained(out / "hf").eval()
     program = torch.export.load(str(out / "model.pt2")).module()
