@@ -42,7 +42,7 @@ from prunec.distributed import is_main_process, shard_batches
 from prunec.errors import ConfigError, ModelLoadError
 from prunec.importance import ScoringInputs, get_importance
 from prunec.output import atomic_output_dir
-from prunec.pipeline import PruneJob
+from prunec.pipeline import PruneJob, calibration_seq_len
 from prunec.prune import analyze, plan_removal, score_groups, select_groups
 from prunec.stats import collect_input_stats
 
@@ -255,7 +255,8 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
     calibrated = job.calib is not None
     if calibrated:
         tokenizer = _tokenizer(checkpoint)
-        batches = load_calibration(job.calib, tokenizer, CalibrationConfig(job.calib_samples, job.calib_seq_len))
+        seq = calibration_seq_len(job, config=skeleton.config)
+        batches = load_calibration(job.calib, tokenizer, CalibrationConfig(job.calib_samples, seq))
         if len({tuple(b[0].shape) for b in batches}) != 1:
             raise ConfigError("calibration batches differ in shape; give samples of one length")
         batches = shard_batches(batches)
