@@ -78,7 +78,7 @@ def main() -> None:
                                               allocation="sensitivity"),
         # Distillation of the hidden states (MSE) on the calibration lines, 64 AdamW steps.
         "fluctuation-recon-recover": dict(importance="fluctuation", calibration=calib, reconstruct=True,
-                                          recover=RecoveryConfig(steps=64, lr=1e-4)),
+                                          recover=RecoveryConfig(steps=64, lr=1e-4, batch_size=1)),
     }
     for name in args.methods.split(","):
         options = methods[name]
