@@ -2,9 +2,8 @@
 
 ``torch.export`` bakes the device it traced on into the graph: ``arange``/``full``/``_to_copy``
 and ``_assert_tensor_metadata`` nodes carry ``device=cpu`` keyword arguments, ``aten.to.device``
-a positional one.  Moving such a
-``GraphModule``'s parameters with ``.to("cuda")`` alone leaves those nodes making CPU tensors,
-so :func:`move_module` rewrites the keyword arguments too.
+a positional one.  Moving such a ``GraphModule``'s parameters with ``.to("cuda")`` alone leaves
+those nodes making CPU tensors, so :func:`move_module` rewrites those arguments too.
 """
 
 from __future__ import annotations
