@@ -113,3 +113,17 @@ def test_bad_recovery_options_are_refused(tmp_path, extra, message) -> None:
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not out.exists()
+
+
+def test_calibration_windows_default_to_512_tokens_capped_by_the_model() -> None:
+    from types import SimpleNamespace
+
+    from prunec.pipeline import PruneJob, calibration_seq_len
+
+    assert calibration_seq_len(PruneJob()) == 512
+    assert calibration_seq_len(PruneJob(), config=SimpleNamespace(max_position_embeddings=128)) == 128
+    assert calibration_seq_len(PruneJob(), config=SimpleNamespace(max_position_embeddings=8192)) == 512
+    assert calibration_seq_len(PruneJob(calib_seq_len=64), config=SimpleNamespace(max_position_embeddings=32)) == 64
+    model = torch.nn.Linear(2, 2)
+    model.config = SimpleNamespace(max_position_embeddings=256)
+    assert calibration_seq_len(PruneJob(), model) == 256
