@@ -92,11 +92,11 @@ class _StatsInterpreter(fx.Interpreter):
                 entry.squares += (flat * flat).sum(0)
                 entry.count += flat.shape[0]
                 if name in self.covariance_for:
-                    gram = flat.T @ flat
-                    if name in self.stats.gram:
-                        self.stats.gram[name] += gram
-                    else:
-                        self.stats.gram[name] = gram
+                    gram = self.stats.gram.get(name)
+                    if gram is None:
+                        self.stats.gram[name] = flat.T @ flat
+                    else:  # in place: a second Gram-sized temporary per batch doubled the peak
+                        gram.addmm_(flat.T, flat)
         return super().call_function(target, args, kwargs)
 
 

@@ -30,12 +30,12 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from prunec.analysis.analyze import Analysis
-from prunec.attrs import get_path
+from prunec.attrs import get_path, set_tensor
 from prunec.calibration import CalibrationConfig, load_calibration
 from prunec.checkpoint import ShardedReader, ShardedWriter
 from prunec.distributed import is_main_process, shard_batches
@@ -157,16 +157,20 @@ def _block_inputs(skeleton: _Skeleton, reader: Any, batches: list[tuple], dtype:
 
 
 def _prune_block(block: torch.nn.Module, hidden: list[tuple], kwargs: dict, job: PruneJob, calibrated: bool,
-                 release: Callable[[], None]) -> tuple[Analysis, dict[int, tuple[int, ...]], list[Any]]:
+                 release: Callable[[], None], store_dtype: torch.dtype,
+                 on_stage: Callable[[str], None] = lambda _: None,
+                 ) -> tuple[Analysis, dict[int, tuple[int, ...]], list[Any]]:
     """Trace, analyse, score, refit and shrink one block; returns its analysis, plan and unpruned outputs.
 
     ``release`` drops the caller's references to the block's tensors once the traced graph holds
-    them, so that each original tensor is freed as soon as removal replaces it."""
+    them, so that each original tensor is freed as soon as removal replaces it.  During the refit
+    the parameters it does not touch are held in ``store_dtype`` (see :func:`_narrowed`)."""
     from prunec.passes.bias_compensation import BiasCompensation
     from prunec.passes.reconstruction import LeastSquaresReconstruction
     from prunec.passes.structured_removal import RemovalPlan, StructuredRemoval
 
     estimator = get_importance(job.importance)
+    on_stage("trace")
     analysis = analyze(block, hidden[0], kwargs, keep_interface=True)
     gm = analysis.graph_module
     gm.meta.pop("prunec_exported_program", None)  # it would keep every original tensor alive
@@ -178,18 +182,58 @@ def _prune_block(block: torch.nn.Module, hidden: list[tuple], kwargs: dict, job:
         # Mirrors prunec.prune: Gram matrices only for the layers that read prunable units.
         wants_gram = job.reconstruct or "gram" in estimator.needs
         readers = {m.name for g in groups for m in g.members if m.dim == 1 and not m.shared} if wants_gram else ()
+        on_stage("calibrate")
         inputs.stats = collect_input_stats(gm, hidden, kwargs, covariance_for=readers, outputs=outputs)
+    on_stage("score")
     scores = score_groups(analysis, groups, job.importance, inputs)
     removed = plan_removal(analysis, scores, ratio=job.ratio, kinds=job.kind_tuple, allocation=job.allocation,
                            widths=dict(job.widths) or None)
     stats = inputs.stats
     del inputs  # it references the unpruned tensors, which removal should free as it replaces them
-    if job.reconstruct and stats is not None:
-        LeastSquaresReconstruction(analysis, removed, stats)(gm)
-    elif job.bias_compensation and stats is not None:
-        BiasCompensation(analysis, removed, stats)(gm)
+    on_stage("refit")
+    if (job.reconstruct or job.bias_compensation) and stats is not None:
+        with _narrowed(gm, _refit_parameters(analysis, removed), store_dtype):
+            if job.reconstruct:
+                LeastSquaresReconstruction(analysis, removed, stats)(gm)
+            else:
+                BiasCompensation(analysis, removed, stats)(gm)
+    del stats  # the refit consumed its Gram matrices; the channel moments are not needed either
+    on_stage("remove")
     StructuredRemoval(analysis, RemovalPlan(removed))(gm)
     return analysis, removed, outputs
+
+
+def _refit_parameters(analysis: Analysis, removed: dict[int, tuple[int, ...]]) -> set[str]:
+    """The weights that read removed units, and their linear layers' biases: all that a refit reads or writes."""
+    from prunec.passes.bias_compensation import _linear_nodes_by_weight
+
+    readers = {m.name for gid, units in removed.items() if units for m in analysis.groups[gid].members if m.dim == 1}
+    linears = _linear_nodes_by_weight(analysis.graph_module)
+    biases = {str(node.args[2].target) for name in readers for node in linears.get(name, ())
+              if len(node.args) > 2 and isinstance(node.args[2], torch.fx.Node)}
+    return readers | biases
+
+
+@contextlib.contextmanager
+def _narrowed(gm: torch.fx.GraphModule, keep: set[str], dtype: torch.dtype) -> Iterator[None]:
+    """Hold every floating-point parameter outside ``keep`` in ``dtype`` (the checkpoint's) inside the block.
+
+    The refit's float64 working set (a Gram-sized buffer and a weight-sized right-hand side) is
+    the streamed run's peak; the float32 copies of the weights the refit does not touch add to it
+    for nothing.  Narrowing then widening them again changes no output: nothing reads their values
+    in between, removal only slices them (and checks shapes, which needs the compute dtype back),
+    and they are written in ``dtype`` (``cast(slice(x)) == slice(cast(x))``)."""
+    widths: dict[str, torch.dtype] = {}
+    for name, param in list(gm.named_parameters()):
+        if name not in keep and param.is_floating_point() and param.dtype != dtype:
+            widths[name] = param.dtype
+            set_tensor(gm, name, param.detach().to(dtype))
+            del param  # the wide copy is freed here, one tensor at a time
+    try:
+        yield
+    finally:
+        for name, width in widths.items():
+            set_tensor(gm, name, get_path(gm, name).detach().to(width))
 
 
 def _units_by_kind(analysis: Analysis, removed: dict[int, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -275,7 +319,7 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
             writer.write(reader.load([name]))
             outcome.params_before += reader.shape(name).numel()
         for index in range(skeleton.n_blocks):
-            on_stage(f"block {index + 1}/{skeleton.n_blocks}")
+            on_stage(f"block {index + 1}/{skeleton.n_blocks}: read")
             prefix = f"{BLOCK_PREFIX}{index}."
             names = [n for n in reader.names if n.startswith(prefix)]
             stored = reader.load(names)
@@ -284,12 +328,15 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
             block = skeleton.block(index, tensors)
             del tensors, block
             analysis, removed, outputs = _prune_block(skeleton.model.model.layers[index], hidden, kwargs, job,
-                                                      calibrated, release=lambda: skeleton.release(index))
+                                                      calibrated, release=lambda: skeleton.release(index),
+                                                      store_dtype=store_dtype,
+                                                      on_stage=lambda stage: on_stage(f"block {index + 1}/{skeleton.n_blocks}: {stage}"))
             state = {k: v for k, v in analysis.graph_module.state_dict().items()}
             if layout is None:
                 layout = _BlockLayout(skeleton, reader.shape("model.embed_tokens.weight"), state)
             pruned = layout.conform(index, state, store_dtype)
             outcome.params_after += sum(t.numel() for t in pruned.values())
+            on_stage(f"block {index + 1}/{skeleton.n_blocks}: write")
             writer.write(pruned)
             outcome.removed[index] = _units_by_kind(analysis, removed)
             del analysis, state, pruned
