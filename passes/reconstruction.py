@@ -21,7 +21,6 @@ from prunec.analysis.analyze import Analysis
 from prunec.pass_api import PassResult, register_pass
 from prunec.attrs import get_path, set_tensor
 from prunec.passes.bias_compensation import _linear_nodes_by_weight, add_to_bias
-from prunec.errors import ConfigError
 from prunec.stats import CalibrationStats
 
 
@@ -41,9 +40,11 @@ def reconstruction_targets(analysis: Analysis, removed: dict[int, tuple[int, ...
     return {name: np.array(sorted(p)) for name, p in lost.items() if p}
 
 
-# Rows of the weight turned into float64 at a time when building the right-hand side: bounds the
-# float64 temporaries to a few MB instead of a weight-sized (and a weight x Gram-sized) copy.
-RHS_ROW_CHUNK = 256
+# Rows of the (float32) Gram matrix widened to float64 at a time while building the normal
+# equations: bounds the float64 temporaries to a few MB instead of Gram- or weight-sized copies.
+GRAM_ROW_CHUNK = 256
+# Relative singular values below this are rounding noise of a float32 Gram matrix (fallback solve only).
+RCOND = 1e-6
 
 
 @register_pass("least-squares-reconstruction", requires=("coupled groups analysed", "calibration statistics"), exact=False)
@@ -51,9 +52,10 @@ class LeastSquaresReconstruction:
     """Refit the kept input columns and bias of every linear layer that loses inputs.
 
     It *consumes* the Gram matrices it uses: each target's Gram matrix is removed from ``stats``
-    and overwritten in place by that layer's normal equations and their Cholesky factor, so that
-    the refit of a layer holds one Gram-sized buffer and one weight-sized right-hand side, and
-    frees both before the next layer (what keeps streaming pruning within a third of the model).
+    and freed once that layer's float64 normal equations are built; the equations are factored
+    and solved in place.  A layer's refit holds its float32 Gram matrix, the float64 ``A`` and
+    a weight-sized right-hand side at most, and frees them before the next layer (what keeps
+    streaming pruning within a third of the model).
     """
 
     def __init__(self, analysis: Analysis, removed: dict[int, tuple[int, ...]], stats: CalibrationStats,
@@ -77,10 +79,14 @@ class LeastSquaresReconstruction:
             bias_node = node.args[2] if len(node.args) > 2 else None
             b = get_path(gm, str(bias_node.target)).detach().double() if bias_node is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
             keep = torch.as_tensor(np.setdiff1d(np.arange(weight.shape[1]), lost), dtype=torch.long)
-            gram = self.stats.gram.pop(name)  # consumed: overwritten below
-            solved = _normal_equations(gram, st.total, n, weight, b, keep, self.damping)
-            _solve_in_place(gram, solved, name)  # solved: (out, |K|+1) = [W_K', b']
-            del gram  # the Gram matrix (now the factor) goes before the new weight is allocated
+            gram = self.stats.gram.pop(name)  # consumed: freed once the equations are solved
+            a, solved = _normal_equations(gram, st.total, n, weight, b, keep, self.damping)
+            if not _solve_in_place(a, solved):  # solved: (out, |K|+1) = [W_K', b']
+                # Not positive definite (damping below the float32 Gram matrix's rounding): the
+                # factorisation spoilt ``a``; rebuild it and take the minimum-norm least-squares solution.
+                a, rhs = _normal_equations(gram, st.total, n, weight, b, keep, self.damping)
+                solved = _min_norm_solve(a, rhs)
+            del gram, a  # the Gram matrix and the factor go before the new weight is allocated
             new_w = torch.zeros(weight.shape, dtype=weight.dtype)
             new_w[:, keep] = solved[:, :-1].to(weight.dtype)
             set_tensor(gm, name, new_w)
@@ -93,57 +99,49 @@ class LeastSquaresReconstruction:
 
 
 def _normal_equations(gram: torch.Tensor, total: torch.Tensor, n: int, w: torch.Tensor, b: torch.Tensor,
-                      keep: torch.Tensor, damping: float) -> torch.Tensor:
-    """``rhs = [W, b] C[:, K+]`` (returned) and ``A = C[K+, K+] + damping`` (written over ``gram``).
+                      keep: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``A = C[K+, K+] + damping`` and ``rhs = [W, b] C[:, K+]``, in float64, for ``C`` the second moment of ``[x; 1]``.
 
-    ``C`` is the second moment of ``[x; 1]`` and ``K+`` the kept channels plus the constant.  ``A``
-    lands, as a C-contiguous ``(|K|+1)²`` matrix, in the first elements of ``gram``'s storage (read
-    it with :func:`_packed_view`): neither ``C``, ``C[:, K+]``, ``A`` nor ``W`` in float64 is ever
-    materialised beside the Gram matrix (each as large as it, or as the weight).
+    ``K+`` is the kept channels plus the constant.  Built ``GRAM_ROW_CHUNK`` Gram rows at a time
+    (``W C[:, K] = sum_J W[:, J] C[J, K]``), without materialising ``C``, ``C[:, K+]``, the Gram
+    matrix or ``W`` in float64 (each as large as the Gram matrix or the weight).
     """
     k = len(keep)
     mean = total / n
     kept_mean = mean[keep]
-    rhs = torch.empty(w.shape[0], k + 1, dtype=torch.float64)
-    for rows in torch.arange(w.shape[0]).split(RHS_ROW_CHUNK):
-        w_rows = w[rows].double()
-        rhs[rows, :k] = (w_rows @ gram)[:, keep]
-        rhs[rows, k] = w_rows @ mean
-    rhs[:, :k] /= n
-    rhs[:, :k] += b[:, None] * kept_mean[None, :]
-    rhs[:, k] += b
-    a = _compact_in_place(gram, keep)
+    a = torch.empty(k + 1, k + 1, dtype=torch.float64)
+    rhs = torch.zeros(w.shape[0], k + 1, dtype=torch.float64)
+    position = torch.full((gram.shape[0],), -1, dtype=torch.long)
+    position[keep] = torch.arange(k)
+    for start in range(0, gram.shape[0], GRAM_ROW_CHUNK):
+        rows = slice(start, start + GRAM_ROW_CHUNK)
+        g_rows = gram[rows][:, keep].double()  # C[J, K] * n
+        rhs[:, :k] += w[:, rows].double() @ g_rows
+        kept = position[rows] >= 0
+        a[position[rows][kept], :k] = g_rows[kept]
     a[:k, :k] /= n
     a[:k, k] = kept_mean
     a[k, :k] = kept_mean
     a[k, k] = 1.0
     a.diagonal().add_(damping * a.diagonal().mean())
-    return rhs
+    rhs[:, :k] /= n
+    rhs[:, :k] += b[:, None] * kept_mean[None, :]
+    rhs[:, k] = _matvec(w, mean) + b
+    return a, rhs
 
 
-def _packed_view(gram: torch.Tensor, size: int) -> torch.Tensor:
-    """The C-contiguous ``size x size`` matrix held in the first ``size²`` elements of ``gram``."""
-    return gram.view(-1)[: size * size].view(size, size)
+def _matvec(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``w.double() @ v`` without a float64 copy of ``w``."""
+    out = torch.zeros(w.shape[0], dtype=torch.float64)
+    for start in range(0, w.shape[1], GRAM_ROW_CHUNK):
+        cols = slice(start, start + GRAM_ROW_CHUNK)
+        out += w[:, cols].double() @ v[cols]
+    return out
 
 
-def _compact_in_place(gram: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Move ``gram[keep][:, keep]`` into the top-left of ``gram``'s storage, row stride ``len(keep) + 1``.
-
-    Row ``i`` is written to elements ``[i*(k+1), i*(k+1)+k)``; every source row still to be read,
-    ``keep[j]`` for ``j > i``, starts at ``keep[j]*d >= (i+1)*d``, past that range (``k+1 <= d``
-    because at least one channel is removed), so the move overwrites nothing it still needs.
-    """
-    d, k = gram.shape[0], len(keep)
-    if k + 1 > d:
-        raise ValueError("compaction needs at least one removed channel")
-    flat = gram.view(-1)
-    for i, row in enumerate(keep.tolist()):
-        flat[i * (k + 1): i * (k + 1) + k] = gram[row, keep]  # the gather copies the row first
-    return _packed_view(gram, k + 1)
-
-
-def _solve_in_place(gram: torch.Tensor, rhs: torch.Tensor, name: str) -> None:
-    """Overwrite ``rhs`` (``out x (k+1)``) with ``rhs A^-1`` for ``A`` packed in ``gram``, by Cholesky.
+def _solve_in_place(a: torch.Tensor, rhs: torch.Tensor) -> bool:
+    """Overwrite ``rhs`` (``out x (k+1)``) with ``rhs A^-1`` by Cholesky, factoring ``A`` in place;
+    ``False`` (``A`` spoilt, ``rhs`` untouched) when ``A`` is not positive definite.
 
     LAPACK's ``potrf``/``potrs`` through SciPy, on Fortran-ordered views of the two buffers: no
     copy of either (``torch.linalg.cholesky_ex(out=)`` and ``cholesky_solve(out=)`` measured here
@@ -151,12 +149,17 @@ def _solve_in_place(gram: torch.Tensor, rhs: torch.Tensor, name: str) -> None:
     view is itself."""
     from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
-    a = _packed_view(gram, rhs.shape[1])
     try:
         factor = cho_factor(a.numpy().T, lower=True, overwrite_a=True, check_finite=False)
     except LinAlgError:
-        raise ConfigError(f"least-squares refit of {name}: the damped normal equations are not positive "
-                                  "definite; use a positive damping (the default is 1e-3)") from None
+        return False
     out = cho_solve(factor, rhs.numpy().T, overwrite_b=True, check_finite=False)
     if not np.shares_memory(out, rhs.numpy()):  # SciPy copies when it cannot solve in place
         rhs.copy_(torch.from_numpy(out.T))
+    return True
+
+
+def _min_norm_solve(a: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``rhs A^-1`` for a singular or indefinite symmetric ``A``: the minimum-norm least-squares
+    solution, ignoring directions below the float32 resolution of the Gram matrix ``A`` came from."""
+    return torch.linalg.lstsq(a, rhs.T, rcond=RCOND, driver="gelsd").solution.T.contiguous()
