@@ -157,14 +157,15 @@ def _block_inputs(skeleton: _Skeleton, reader: Any, batches: list[tuple], dtype:
 
 
 def _prune_block(block: torch.nn.Module, hidden: list[tuple], kwargs: dict, job: PruneJob, calibrated: bool,
-                 release: Callable[[], None], store_dtype: torch.dtype,
+                 release: Callable[[], None], reload: Callable[[list[str]], dict[str, torch.Tensor]],
                  on_stage: Callable[[str], None] = lambda _: None,
                  ) -> tuple[Analysis, dict[int, tuple[int, ...]], list[Any]]:
     """Trace, analyse, score, refit and shrink one block; returns its analysis, plan and unpruned outputs.
 
     ``release`` drops the caller's references to the block's tensors once the traced graph holds
-    them, so that each original tensor is freed as soon as removal replaces it.  During the refit
-    the parameters it does not touch are held in ``store_dtype`` (see :func:`_narrowed`)."""
+    them, so that each original tensor is freed as soon as removal replaces it.  ``reload`` reads
+    block parameters again (as first read): the refit runs without the ones it does not touch
+    (see :func:`_parked`)."""
     from prunec.passes.bias_compensation import BiasCompensation
     from prunec.passes.reconstruction import LeastSquaresReconstruction
     from prunec.passes.structured_removal import RemovalPlan, StructuredRemoval
@@ -192,7 +193,7 @@ def _prune_block(block: torch.nn.Module, hidden: list[tuple], kwargs: dict, job:
     del inputs  # it references the unpruned tensors, which removal should free as it replaces them
     on_stage("refit")
     if (job.reconstruct or job.bias_compensation) and stats is not None:
-        with _narrowed(gm, _refit_parameters(analysis, removed), store_dtype):
+        with _parked(gm, _refit_parameters(analysis, removed), reload):
             if job.reconstruct:
                 LeastSquaresReconstruction(analysis, removed, stats)(gm)
             else:
@@ -215,25 +216,23 @@ def _refit_parameters(analysis: Analysis, removed: dict[int, tuple[int, ...]]) -
 
 
 @contextlib.contextmanager
-def _narrowed(gm: torch.fx.GraphModule, keep: set[str], dtype: torch.dtype) -> Iterator[None]:
-    """Hold every floating-point parameter outside ``keep`` in ``dtype`` (the checkpoint's) inside the block.
+def _parked(gm: torch.fx.GraphModule, keep: set[str], reload: Callable[[list[str]], dict[str, torch.Tensor]]) -> Iterator[None]:
+    """Drop every parameter outside ``keep`` from the block for the duration, then ``reload`` it.
 
-    The refit's float64 working set (a Gram-sized buffer and a weight-sized right-hand side) is
-    the streamed run's peak; the float32 copies of the weights the refit does not touch add to it
-    for nothing.  Narrowing then widening them again changes no output: nothing reads their values
-    in between, removal only slices them (and checks shapes, which needs the compute dtype back),
-    and they are written in ``dtype`` (``cast(slice(x)) == slice(cast(x))``)."""
-    widths: dict[str, torch.dtype] = {}
-    for name, param in list(gm.named_parameters()):
-        if name not in keep and param.is_floating_point() and param.dtype != dtype:
-            widths[name] = param.dtype
-            set_tensor(gm, name, param.detach().to(dtype))
-            del param  # the wide copy is freed here, one tensor at a time
+    The refit's float64 working set (normal equations and a weight-sized right-hand side, next to
+    the float32 Gram matrix) is the streamed run's peak; the weights the refit does not touch would
+    add to it for nothing.  They are unchanged since they were read, so reading them again from the
+    checkpoint (and widening them the same way) restores them bit for bit; nothing reads them in
+    between (they are placeholders on the meta device)."""
+    # Shapes only, so that each parameter is freed as soon as its placeholder replaces it.
+    parked = {name: (p.shape, p.dtype) for name, p in gm.named_parameters() if name not in keep}
+    for name, (shape, dtype) in parked.items():
+        set_tensor(gm, name, torch.empty(shape, dtype=dtype, device="meta"))
     try:
         yield
     finally:
-        for name, width in widths.items():
-            set_tensor(gm, name, get_path(gm, name).detach().to(width))
+        for name, tensor in reload(list(parked)).items():
+            set_tensor(gm, name, tensor)
 
 
 def _units_by_kind(analysis: Analysis, removed: dict[int, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -322,14 +321,13 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
             on_stage(f"block {index + 1}/{skeleton.n_blocks}: read")
             prefix = f"{BLOCK_PREFIX}{index}."
             names = [n for n in reader.names if n.startswith(prefix)]
-            stored = reader.load(names)
-            tensors = {n[len(prefix):]: stored.pop(n).to(compute_dtype) for n in names}  # one cast copy at a time
+            tensors = _read_block(reader, prefix, names, compute_dtype)
             outcome.params_before += sum(t.numel() for t in tensors.values())
             block = skeleton.block(index, tensors)
             del tensors, block
             analysis, removed, outputs = _prune_block(skeleton.model.model.layers[index], hidden, kwargs, job,
                                                       calibrated, release=lambda: skeleton.release(index),
-                                                      store_dtype=store_dtype,
+                                                      reload=lambda names, p=prefix: _read_block(reader, p, [p + n for n in names], compute_dtype),
                                                       on_stage=lambda stage: on_stage(f"block {index + 1}/{skeleton.n_blocks}: {stage}"))
             state = {k: v for k, v in analysis.graph_module.state_dict().items()}
             if layout is None:
@@ -356,6 +354,12 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
                     shutil.copy2(checkpoint / file, tmp / file)
             (tmp / "report.json").write_text(json.dumps(outcome.summary(), indent=2))
     return outcome
+
+
+def _read_block(reader: ShardedReader, prefix: str, names: list[str], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Tensors ``names`` (full names) under their names within the block, widened to ``dtype``."""
+    stored = reader.load(names)
+    return {n[len(prefix):]: stored.pop(n).to(dtype) for n in names}  # one cast copy at a time
 
 
 class _Discard:
