@@ -7,7 +7,8 @@ Peak memory is about one block plus the calibration hidden states, not the model
         read block i's tensors from the shards (memory-mapped, copied, shard closed)
         trace + analyse the block alone (its heads and FFN channel groups)
         run it on the carried hidden states: calibration statistics + its outputs
-        score, plan, refit (reconstruction / bias compensation), remove: prunec's own passes
+        score, plan, refit (reconstruction / bias compensation; the weights it does not touch are
+            dropped meanwhile and read again), remove: prunec's own passes
         write the pruned block as an output shard; the outputs become the next block's inputs
     copy the final norm and LM head; write config.json (uniform widths) and the index
 
