@@ -19,6 +19,7 @@ Protocol:
     python benchmarks/streaming.py                          # default recipe: fluctuation + reconstruction
     python benchmarks/streaming.py --no-reconstruct         # fluctuation without the least-squares refit
     python benchmarks/streaming.py --skip-in-memory         # memory only
+    python benchmarks/streaming.py --blocks 2 --skip-in-memory --stages   # where a block's peak comes from
 """
 
 from __future__ import annotations
@@ -86,11 +87,45 @@ def _job(args: argparse.Namespace):
                     calib_samples=args.samples, reconstruct=not args.no_reconstruct)
 
 
+class StageMemory:
+    """Peak resident memory per stage of ``stream_prune`` (its ``on_stage`` marks): a thread samples
+    /proc/self/statm every millisecond, and ``ru_maxrss`` read at each mark says in which stage the
+    process's peak was reached (sampling can miss a spike; ``ru_maxrss`` cannot)."""
+
+    def __init__(self) -> None:
+        import os
+        import threading
+
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.stage = "start"
+        self.rows: list[list] = [["start", 0, 0]]  # stage, sampled peak, ru_maxrss at its end
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * self.page
+            row = self.rows[-1]
+            row[1] = max(row[1], rss)
+            time.sleep(0.001)
+
+    def __call__(self, stage: str) -> None:
+        self.rows[-1][2] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.rows.append([stage, 0, 0])
+
+    def table(self) -> list[dict]:
+        self("end")
+        return [{"stage": s, "sampled_peak_bytes": p, "ru_maxrss_bytes": m} for s, p, m in self.rows[:-1]]
+
+
 def child_stream(args: argparse.Namespace) -> dict:
     from prunec.streaming import stream_prune
 
-    outcome = stream_prune(args.dir, args.out / "streamed", _job(args), force=True)
-    return {"seconds": round(outcome.seconds, 1), "peak_rss_bytes": outcome.peak_rss_bytes,
+    stages = StageMemory() if args.stages else None
+    outcome = stream_prune(args.dir, args.out / "streamed", _job(args), force=True,
+                           on_stage=stages or (lambda _: None))
+    return {"stages": stages.table() if stages else [],
+            "seconds": round(outcome.seconds, 1), "peak_rss_bytes": outcome.peak_rss_bytes,
             "checkpoint_bytes": outcome.checkpoint_bytes, "params_before": outcome.params_before,
             "params_after": outcome.params_after,
             "removed": {str(i): {k: list(v) for k, v in kinds.items()} for i, kinds in outcome.removed.items()}}
@@ -151,6 +186,8 @@ def main() -> None:
     parser.add_argument("--importance", default="fluctuation")
     parser.add_argument("--no-reconstruct", action="store_true")
     parser.add_argument("--skip-in-memory", action="store_true")
+    parser.add_argument("--stages", action="store_true",
+                        help="print the streamed run's peak resident memory per stage of each block")
     parser.add_argument("--child", choices=["generate", "stream", "memory"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.dir = args.dir or Path(f"/tmp/prunec-stream-bench/ckpt{args.blocks}")
@@ -177,6 +214,12 @@ def main() -> None:
     print(f"streamed : {s['seconds']:7.1f} s, peak RSS {s['peak_rss_bytes'] / 2**30:.2f} GiB "
           f"= {s['peak_rss_bytes'] / size:.3f} of the checkpoint (goal < 0.333: "
           f"{'met' if s['peak_rss_bytes'] < size / 3 else 'MISSED'}); params after {s['params_after'] / 1e9:.3f} B")
+    previous = 0
+    for row in s["stages"]:
+        grew = row["ru_maxrss_bytes"] > previous
+        previous = row["ru_maxrss_bytes"]
+        print(f"  {row['stage']:34s} sampled peak {row['sampled_peak_bytes'] / 2**30:6.3f} GiB"
+              f"{'   <- process peak rose to ' + format(row['ru_maxrss_bytes'] / 2**30, '.3f') + ' GiB' if grew else ''}")
     if args.skip_in_memory:
         return
     m = _run_child("memory", argv)

@@ -163,7 +163,7 @@ def obs(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarray:
     scores = np.zeros(group.size, dtype=np.float64)
     for m in readers:
         st = inputs.stats.inputs[m.name]
-        h = inputs.stats.gram[m.name] / max(st.count, 1)
+        h = inputs.stats.gram[m.name].double() / max(st.count, 1)  # stored in float32
         h = h + 1e-3 * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
         h_inv = torch.linalg.inv(h)
         w = _rows(inputs.tensors[m.name], m.dim).double()  # (in positions, out)

@@ -15,6 +15,10 @@ import torch.fx as fx
 from torch.utils import _pytree as pytree
 
 aten = torch.ops.aten
+# Gram matrices are stored in float32 (accumulated from float64 per-batch products): the storage
+# is what bounds streaming pruning's peak; consumers (refit, OBS) widen what they read to float64.
+GRAM_DTYPE = torch.float32
+GRAM_ROW_CHUNK = 512
 
 # Ops whose input channels are read by a parameter weight: (input arg, weight arg, channel dim of input).
 READERS = {
@@ -52,12 +56,23 @@ class CalibrationStats:
     """Input statistics keyed by the name of the weight that reads the input.
 
     ``gram`` holds the uncentred second-moment matrix sum(x x^T) of the inputs of
-    the layers named in ``covariance_for`` (for least-squares reconstruction).
+    the layers named in ``covariance_for`` (for least-squares reconstruction), in ``GRAM_DTYPE``.
     """
 
     inputs: dict[str, ChannelStats] = field(default_factory=dict)
     gram: dict[str, torch.Tensor] = field(default_factory=dict)
     batches: int = 0
+
+
+def add_gram(gram: torch.Tensor, flat: torch.Tensor) -> None:
+    """``gram += flat^T flat``: each batch's product in ``flat``'s precision (float64), ``GRAM_ROW_CHUNK``
+    rows at a time, rounded once into the stored (float32) Gram matrix.
+
+    No Gram-sized temporary is made (one per batch used to double the peak), and the stored matrix
+    is half the size of a float64 one: for a 5632-wide FFN, 127 MB instead of 254 MB per layer."""
+    for start in range(0, gram.shape[0], GRAM_ROW_CHUNK):
+        rows = slice(start, start + GRAM_ROW_CHUNK)
+        gram[rows] += flat[:, rows].T @ flat
 
 
 def _weight_name(node: Any) -> str | None:
@@ -92,11 +107,9 @@ class _StatsInterpreter(fx.Interpreter):
                 entry.squares += (flat * flat).sum(0)
                 entry.count += flat.shape[0]
                 if name in self.covariance_for:
-                    gram = flat.T @ flat
-                    if name in self.stats.gram:
-                        self.stats.gram[name] += gram
-                    else:
-                        self.stats.gram[name] = gram
+                    if name not in self.stats.gram:
+                        self.stats.gram[name] = torch.zeros(flat.shape[1], flat.shape[1], dtype=GRAM_DTYPE)
+                    add_gram(self.stats.gram[name], flat)
         return super().call_function(target, args, kwargs)
 
 

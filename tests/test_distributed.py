@@ -55,17 +55,17 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _close(a: object, b: object, path: str = "") -> None:
+def _close(a: object, b: object, path: str = "", atol: float = 1e-7) -> None:
     if isinstance(a, dict):
         assert sorted(map(str, a)) == sorted(map(str, b)), path
         for k in a:
-            _close(a[k], b[k], f"{path}/{k}")
+            _close(a[k], b[k], f"{path}/{k}", atol)
     elif isinstance(a, (tuple, list)) and a and not isinstance(a[0], (int, float)):
         assert len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b)):
-            _close(x, y, f"{path}[{i}]")
+            _close(x, y, f"{path}[{i}]", atol)
     elif isinstance(a, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=path)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=atol, msg=path)
     else:
         np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=1e-6, atol=1e-9,
                                    err_msg=path)
@@ -82,8 +82,11 @@ def test_two_processes_give_the_one_process_scores(tmp_path) -> None:
     for r in ranks:
         assert r["batches"] == 5  # the counts were all-reduced too
         assert r["removed"] == single["removed"]
-        for key in ("stats", "gram", "grads", "scores", "pruned"):
+        for key in ("stats", "gram", "grads", "scores"):
             _close(r[key], single[key], key)
+        # The refit solves from float32 Gram matrices whose per-process sums round differently
+        # (measured: weights at most 1.3e-6 apart).
+        _close(r["pruned"], single["pruned"], "pruned", atol=1e-5)
 
 
 def test_sharding_needs_a_batch_per_process(monkeypatch) -> None:

@@ -64,6 +64,26 @@ def test_streamed_equals_in_memory(checkpoint, tmp_path, kinds, importance, reco
         assert torch.equal(streamed[name], tensor), name
 
 
+@pytest.mark.parametrize("reconstruct,bias_compensation", [(True, False), (False, True)])
+def test_streamed_bf16_checkpoint_equals_in_memory(checkpoint, tmp_path, reconstruct, bias_compensation) -> None:
+    """A bf16 checkpoint (as released LLMs are): computed in float32, the untouched weights parked
+    during the refit and read again, written back in bf16 — equal to in-memory pruning cast to bf16."""
+    from transformers import AutoModelForCausalLM
+
+    ckpt = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(checkpoint / "ckpt").to(torch.bfloat16).save_pretrained(ckpt, max_shard_size="60KB")
+    job = PruneJob(ratio=0.25, kinds="channels", importance="fluctuation", calib=checkpoint / "calib.npz",
+                   reconstruct=reconstruct, bias_compensation=bias_compensation)
+    expected_state, expected_removed = _in_memory(ckpt, job)
+    outcome = stream_prune(ckpt, tmp_path / "out", job)
+    assert outcome.removed == expected_removed
+    streamed = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.bfloat16).state_dict()
+    assert sorted(streamed) == sorted(expected_state)
+    for name, tensor in expected_state.items():
+        assert streamed[name].dtype == torch.bfloat16
+        assert torch.equal(streamed[name], tensor.to(torch.bfloat16)), name
+
+
 def test_cli_stream_writes_a_reloadable_directory(checkpoint, tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
