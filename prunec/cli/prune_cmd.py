@@ -16,6 +16,11 @@ from prunec.output import atomic_output_dir
 from prunec.pipeline import PruneJob, parse_widths, run_pruning, write_prune_outputs
 
 
+# Streaming holds the hidden states of every calibration sample between blocks (float32, twice):
+# 32 x 512 tokens of a 4096-wide model is 0.5 GiB, a 512-sample default would be 8 GiB.
+STREAM_CALIB_SAMPLES = 32
+
+
 @app.command("prune")
 @clean_errors
 def prune_cmd(
@@ -33,7 +38,8 @@ def prune_cmd(
     importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor; auto: fluctuation with --calib, else l2."),
     allocation: str = typer.Option("uniform", help="uniform, global, knapsack, or sensitivity (measured per-layer loss; needs --calib)."),
     calib: Optional[Path] = typer.Option(None, help="Calibration data: text, JSONL ({\"text\": ...}) or .npz."),
-    calib_samples: int = typer.Option(512, help="Number of calibration samples (at most; a short file gives fewer)."),
+    calib_samples: Optional[int] = typer.Option(None, help="Number of calibration samples (at most; a short file gives fewer); "
+                                                "default 512, 32 with --stream (which keeps every sample's hidden state)."),
     calib_seq_len: Optional[int] = typer.Option(None, help="Tokens per calibration sample (text); default 512, or the model's maximum if smaller."),
     reconstruct: Optional[bool] = typer.Option(None, help="Least-squares refit of layers that lose inputs (default: on with --calib)."),
     bias_compensation: bool = typer.Option(False, help="Fold removed inputs' mean into biases (implied by --reconstruct)."),
@@ -60,6 +66,8 @@ def prune_cmd(
     Under torchrun, the calibration batches are shared out over the processes and the statistics
     all-reduced; rank 0 writes the outputs."""
     init_from_environment()
+    if calib_samples is None:
+        calib_samples = STREAM_CALIB_SAMPLES if stream else PruneJob.calib_samples
     job = PruneJob(ratio=ratio, budget=budget, kinds=kinds, widths=parse_widths(width, ffn=ffn, heads=heads),
                    importance=importance, allocation=allocation, calib=calib, calib_samples=calib_samples,
                    calib_seq_len=calib_seq_len, reconstruct=reconstruct, bias_compensation=bias_compensation,
