@@ -32,7 +32,7 @@ class TensorSpec:
 class CompileOptions:
     """Backend options a user picks on ``prunec compile``."""
 
-    quantize: str = "none"          # none, dynamic (int8 weights), static (int8 with calibration data)
+    quantize: str = "none"          # none, dynamic, static (int8 with calibration data), int8-weights, int4-weights
     tuning: str = "default"         # backend specific (tvm: none, dlight, metaschedule)
     tuning_trials: int = 0
     threads: int = 0                # 0: the runtime's default
