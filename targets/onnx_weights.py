@@ -1,9 +1,11 @@
 """Weight storage of ONNX artefacts: every weight stored once, and weight-only quantisation.
 
 Tied weights. A language model whose LM head reuses the token embedding (SmolLM2, Llama with
-``tie_word_embeddings``) holds one parameter, but ``torch.onnx.export`` writes two initialisers: the
-embedding table ``E`` [vocab, hidden] read by ``Gather``, and the LM head's pre-transposed ``E^T``
-[hidden, vocab] read by ``MatMul`` (113 MB each for SmolLM2). :func:`share_tied_weights` keeps only
+``tie_word_embeddings``) holds one parameter, but its ONNX file ends up with two: the embedding table
+``E`` [vocab, hidden] read by ``Gather``, and the LM head's pre-transposed ``E^T`` [hidden, vocab]
+read by ``MatMul`` (113 MB each for SmolLM2). ``torch.onnx.export`` folds the transpose into a
+second initialiser for small tables; for large ones it leaves ``MatMul(x, Transpose(E))``, which
+ONNX Runtime's offline optimisation then folds into the same second copy. :func:`share_tied_weights` keeps only
 ``E^T`` and gathers embedding rows as its columns (``Gather(E^T, ids, axis=1)`` then a ``Transpose``
 of the [hidden, *ids] result): standard ops, no constant a runtime could fold back into a second copy,
 and the LM head's ``MatMul`` keeps its fast layout. Byte-identical initialisers are merged by
@@ -71,6 +73,40 @@ def _int_attr(node: Any, name: str, default: int) -> int:
     return default if attr is None else int(attr.as_int())
 
 
+def _lm_head_weight(weight: Any) -> np.ndarray | None:
+    """The constant [K, N] weight of a ``MatMul``: an initialiser, or a 2-D ``Transpose`` of one (the
+    exporter leaves ``Transpose(E)`` unfolded for tables above its folding size limit, SmolLM2's
+    included; ONNX Runtime would fold it into a second copy when it optimises the file)."""
+    array = _initializer_array(weight)
+    if array is not None:
+        return array
+    producer = weight.producer() if weight is not None else None
+    if producer is None or producer.op_type != "Transpose" or producer.domain != "":
+        return None
+    source = _initializer_array(producer.inputs[0])
+    perm = producer.attributes.get("perm")
+    if source is None or source.ndim != 2 or (perm is not None and list(perm.as_ints()) != [1, 0]):
+        return None
+    return source.T
+
+
+def _as_initializer(graph: Any, matmul: Any, array: np.ndarray, name: str) -> Any:
+    """The ``MatMul``'s weight as an initialiser (folding a ``Transpose`` of one, then dropping it)."""
+    import onnx_ir as ir
+
+    weight = matmul.inputs[1]
+    if weight.is_initializer():
+        return weight
+    transpose = weight.producer()
+    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    value = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype), const_value=tensor)
+    graph.register_initializer(value)
+    matmul.replace_input_with(1, value)
+    if not weight.uses():
+        graph.remove(transpose, safe=True)
+    return value
+
+
 def share_tied_weights(model: Any) -> dict[str, str]:
     """Store a tied embedding once: ``Gather(E, ids)`` beside ``MatMul(x, E^T)`` becomes
     ``Transpose(Gather(E^T, ids, axis=1))`` and ``E`` is dropped.
@@ -82,13 +118,12 @@ def share_tied_weights(model: Any) -> dict[str, str]:
     import onnx_ir as ir
 
     graph = model.graph
-    lm_heads: dict[tuple[tuple[int, ...], str], list[tuple[Any, Any]]] = {}
+    lm_heads: dict[tuple[tuple[int, ...], str], list[tuple[Any, np.ndarray]]] = {}
     for node in graph:
         if node.op_type == "MatMul" and node.domain == "" and len(node.inputs) == 2:
-            weight = node.inputs[1]
-            array = _initializer_array(weight)
+            array = _lm_head_weight(node.inputs[1])
             if array is not None and array.ndim == 2:
-                lm_heads.setdefault((array.shape, str(array.dtype)), []).append((node, weight))
+                lm_heads.setdefault((array.shape, str(array.dtype)), []).append((node, array))
     shared: dict[str, str] = {}
     for node in list(graph):
         if node.op_type != "Gather" or node.domain != "" or _int_attr(node, "axis", 0) != 0:
@@ -98,10 +133,11 @@ def share_tied_weights(model: Any) -> dict[str, str]:
         if array is None or array.ndim != 2 or ids is None or ids.shape is None:
             continue
         match = next((pair for pair in lm_heads.get((array.shape[::-1], str(array.dtype)), [])
-                      if np.array_equal(_initializer_array(pair[1]), array.T)), None)
+                      if np.array_equal(pair[1], array.T)), None)
         if match is None:
             continue
-        lm_head, transposed = match
+        lm_head, head_array = match
+        transposed = _as_initializer(graph, lm_head, head_array, f"{table.name}_transposed")
         rank = len(ids.shape)
         columns = ir.node("Gather", [transposed, ids], {"axis": 1}, name=f"{node.name}_columns")
         rows = ir.node("Transpose", [columns.outputs[0]], {"perm": [*range(1, rank + 1), 0]},
