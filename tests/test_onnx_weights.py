@@ -80,19 +80,33 @@ def llama_tied():
 
 
 @pytest.fixture(scope="module")
+def llama_artefacts(tmp_path_factory, llama_tied):
+    """``get(mode)``: llama_tied compiled for rpi4 with ``--quantize mode`` (compiled once per module)."""
+    program, inputs, _, _ = llama_tied
+    root, cache = tmp_path_factory.mktemp("llama-tied"), {}
+
+    def get(mode: str):
+        if mode not in cache:
+            cache[mode] = (root / mode, *_compile(program, inputs, "rpi4", root / mode, quantize=mode))
+        return cache[mode]
+
+    return get
+
+
+@pytest.fixture(scope="module")
 def probe():
     torch.manual_seed(0)
     ids = torch.tensor([[0, 5, 69, 33], [12, 12, 1, 68]])
     return _export(TiedProbe().eval(), (ids, torch.eye(40)[None]))
 
 
-def test_float_artefact_stores_a_tied_embedding_once(tmp_path, llama_tied) -> None:
-    program, inputs, reference, params = llama_tied
-    artifact, runner = _compile(program, inputs, "rpi4", tmp_path)
+def test_float_artefact_stores_a_tied_embedding_once(llama_tied, llama_artefacts) -> None:
+    _, inputs, reference, params = llama_tied
+    out, artifact, runner = llama_artefacts("none")
     assert artifact.details["tied_tables_shared"] == 1
-    tables = [t for t in _initializers(tmp_path / "model.onnx") if sorted(t.dims) == [48, 96]]
+    tables = [t for t in _initializers(out / "model.onnx") if sorted(t.dims) == [48, 96]]
     assert len(tables) == 1, "the 96 x 48 table once, not also as the LM head's transposed copy"
-    float_bytes = sum(np.prod(t.dims, dtype=np.int64) * 4 for t in _initializers(tmp_path / "model.onnx")
+    float_bytes = sum(np.prod(t.dims, dtype=np.int64) * 4 for t in _initializers(out / "model.onnx")
                       if t.data_type == onnx.TensorProto.FLOAT)
     assert params * 4 <= float_bytes < params * 4 * 1.01, "float weights stored: parameters x 4 bytes"
     assert np.abs(runner(inputs)[0] - reference[0]).max() < 1e-4 * max(1.0, np.abs(reference[0]).max())
@@ -109,12 +123,11 @@ def test_untied_tables_are_left_alone(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_weight_only_mode_is_smaller_and_verifies(tmp_path, llama_tied, mode) -> None:
-    program, inputs, reference, _ = llama_tied
-    _compile(program, inputs, "rpi4", tmp_path / "float")
-    artifact, runner = _compile(program, inputs, "rpi4", tmp_path / mode, quantize=mode)
+def test_weight_only_mode_is_smaller_and_verifies(llama_tied, llama_artefacts, mode) -> None:
+    _, inputs, reference, _ = llama_tied
+    out, artifact, runner = llama_artefacts(mode)
     assert artifact.details["quantize"] == mode
-    model = onnx.load(str(tmp_path / mode / "model.onnx"))
+    model = onnx.load(str(out / "model.onnx"))
     ops = {n.op_type for n in model.graph.node}
     assert "MatMulNBits" in ops and "DynamicQuantizeLinear" not in ops, "weights quantised, activations float"
     bits = {a.i for n in model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
@@ -122,17 +135,14 @@ def test_weight_only_mode_is_smaller_and_verifies(tmp_path, llama_tied, mode) ->
     big_float = [t.name for t in model.graph.initializer
                  if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= 48 * 48]
     assert big_float == [], "no float weight matrix (the tied table included) is left"
-    assert (tmp_path / mode / "model.onnx").stat().st_size < (tmp_path / "float" / "model.onnx").stat().st_size
+    assert (out / "model.onnx").stat().st_size < (llama_artefacts("none")[0] / "model.onnx").stat().st_size
     error = _relative(runner(inputs)[0], reference[0])
     assert 0 < error < QUANTIZED_TOLERANCE[mode]
 
 
-def test_four_bits_are_smaller_than_eight(tmp_path, llama_tied) -> None:
-    program, inputs, _, _ = llama_tied
-    sizes = {}
-    for mode in MODES:
-        _compile(program, inputs, "rpi4", tmp_path / mode, quantize=mode)
-        sizes[mode] = sum(len(t.raw_data) for t in _initializers(tmp_path / mode / "model.onnx"))
+def test_four_bits_are_smaller_than_eight(llama_artefacts) -> None:
+    sizes = {mode: sum(len(t.raw_data) for t in _initializers(llama_artefacts(mode)[0] / "model.onnx"))
+             for mode in MODES}
     assert sizes["int4-weights"] < 0.8 * sizes["int8-weights"]
 
 
