@@ -38,11 +38,8 @@ class WeightQuantization:
     bits: int
     block_size: int
     symmetric: bool = False
-
-    @property
-    def description(self) -> str:
-        zero = "symmetric" if self.symmetric else "with zero points"
-        return f"{self.bits}-bit weights, blocks of {self.block_size} ({zero}), float activations (MatMulNBits)"
+    algorithm: str = "rtn"          # rtn: round to nearest (ORT's default quantiser); hqq: half-quadratic
+    tied_bits: int | None = None    # bits of an LM head whose table is tied to the embedding (None: ``bits``)
 
 
 # The weight-only ``--quantize`` modes. Blocks of 64 divide SmolLM2's hidden width (576) and of 32 also
@@ -178,17 +175,25 @@ def _dequantized_rows(matmul: Any, ids: Any, dtype: Any, prefix: str) -> tuple[l
         pairs = add("Concat", [add("Unsqueeze", [low, axis]), add("Unsqueeze", [high, axis])], {"axis": -1})
         return add("Reshape", [pairs, const("unpacked", np.array([0] * keep + [-1], np.int64))])
 
+    def gather_blocks(value: Any) -> Any:
+        """Rows ``ids`` of a per-block tensor stored [N, blocks] or flat [N * blocks] (indexed as
+        ``ids * blocks + b``: reshaping the initialiser instead would be folded into a copy)."""
+        if value.shape is not None and len(value.shape) == 2:
+            return add("Gather", [value, ids], {"axis": 0})
+        first = add("Unsqueeze", [add("Mul", [ids, const("blocks", np.array(blocks, np.int64))]),
+                                  const("ids_axis", np.array([-1], np.int64))])
+        return add("Gather", [value, add("Add", [first, const("block_index", np.arange(blocks, dtype=np.int64))])],
+                   {"axis": 0})
+
     quantized = add("Gather", [weight, ids], {"axis": 0})                    # [*ids, blocks, bytes]
     if bits == 4:
         quantized = unpack_nibbles(quantized, len(ids.shape) + 1)             # [*ids, blocks, block]
     values = add("Cast", [quantized], {"to": dtype})
-    block_scales = scales
-    if scales.shape is None or tuple(scales.shape) != (_int_attr(matmul, "N", 0), blocks):
-        block_scales = add("Reshape", [scales, const("scale_shape", np.array([-1, blocks], np.int64))])
-    row_scales = add("Unsqueeze", [add("Gather", [block_scales, ids], {"axis": 0}),
-                                   const("block_axis", np.array([-1], np.int64))])  # [*ids, blocks, 1]
-    if zero_points is None:
+    row_scales = add("Unsqueeze", [gather_blocks(scales), const("block_axis", np.array([-1], np.int64))])
+    if zero_points is None:                                                 # [*ids, blocks, 1]
         row_zero = const("zero", np.array(1 << (bits - 1), dtype=ir.DataType(dtype).numpy()))
+    elif zero_points.dtype != ir.DataType.UINT8:  # float zero points (HQQ), one per block
+        row_zero = add("Unsqueeze", [gather_blocks(zero_points), const("zero_axis", np.array([-1], np.int64))])
     else:
         zeros = add("Gather", [zero_points, ids], {"axis": 0})               # [*ids, packed blocks]
         if bits == 4:
@@ -262,9 +267,30 @@ def quantize_weights(src: Path, dst: Path, scheme: WeightQuantization, ties: dic
     import onnx
     import onnx_ir as ir
 
-    quantizer = _nbits_quantizer()(onnx.load(str(src)), bits=scheme.bits, block_size=scheme.block_size,
-                                     is_symmetric=scheme.symmetric, op_types_to_quantize=("MatMul",))
-    quantizer.process()
-    model = ir.from_proto(quantizer.model.model)
-    gather_from_quantized(model, ties)
-    ir.save(model, str(dst))
+    model = onnx.load(str(src))
+    heads = {node.name for node in model.graph.node if set(node.output) & set(ties.values())}
+    tied_bits = scheme.tied_bits or scheme.bits
+    # The tied LM head at its own width: every other MatMul first, then (MatMulNBits being no MatMul)
+    # the only constant-weight MatMul left is the head.
+    passes = [(scheme.bits, heads if tied_bits != scheme.bits else set())]
+    if tied_bits != scheme.bits and heads:
+        passes.append((tied_bits, set()))
+    for bits, excluded in passes:
+        quantizer = _nbits_quantizer()(model, bits=bits, block_size=scheme.block_size, is_symmetric=scheme.symmetric,
+                                       op_types_to_quantize=("MatMul",), nodes_to_exclude=sorted(excluded),
+                                       algo_config=_algorithm_config(scheme, bits))
+        quantizer.process()
+        model = quantizer.model.model
+    ir_model = ir.from_proto(model)
+    gather_from_quantized(ir_model, ties)
+    ir.save(ir_model, str(dst))
+
+
+def _algorithm_config(scheme: WeightQuantization, bits: int) -> Any:
+    """ORT's configuration object for ``scheme.algorithm`` (None: the quantiser's default, RTN)."""
+    if scheme.algorithm == "rtn":
+        return None
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
+
+    _nbits_quantizer()  # imports the module with the root logger restored
+    return HQQWeightOnlyQuantConfig(block_size=scheme.block_size, bits=bits, op_types_to_quantize=("MatMul",))
