@@ -19,7 +19,7 @@ Protocol (all variants measured in one run, on this machine, so that they share 
 - size and quality: SmolLM2 pruned to 80% of the non-embedding parameters with the calibrated
   recipe (fluctuation + least-squares reconstruction, FFN only; calibration = 32 windows of 512
   tokens of ``wiki.valid.tokens``), lowered float32 and with each ``--quantize`` mode of
-  ``--int8-modes`` (default: int8 dynamic, int8-weights, int4-weights; ``--base-modes`` adds modes
+  ``--int8-modes`` (default: dynamic, int8-weights, int4-weights, int4-weights-rtn; ``--base-modes`` adds modes
   of the unpruned model); artefact bytes against the float32 base artefact (every artefact stores
   the tied embedding once); WikiText-2 perplexity (first 24 windows of 512 tokens of
   ``wiki.test.raw``) of each artefact, run in ONNX Runtime (``OrtLogits`` below).
@@ -296,7 +296,7 @@ def main() -> None:
     parser.add_argument("--int8-target", default="rpi4", help="target preset of the size/perplexity artefacts")
     parser.add_argument("--llm-tolerance", type=float, default=None, help="verification tolerance for SmolLM2")
     parser.add_argument("--only", default="cnn,llm,int8", help="sections to run: cnn, llm, int8, widths")
-    parser.add_argument("--int8-modes", default="dynamic,int8-weights,int4-weights",
+    parser.add_argument("--int8-modes", default="dynamic,int8-weights,int4-weights,int4-weights-rtn",
                         help="int8 section: --quantize modes of the pruned model (comma-separated)")
     parser.add_argument("--base-modes", default="", help="int8 section: --quantize modes of the unpruned model too")
     parser.add_argument("--cli-quantize", default="int4-weights", help="int8 section: --quantize of the timed CLI run")

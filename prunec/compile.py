@@ -43,7 +43,8 @@ QUANTIZE_MODES = ("none", "dynamic", "static", *WEIGHT_ONLY_MODES)
 # closer, so their limits are tighter.
 FLOAT_TOLERANCE = 1e-3
 INT8_TOLERANCE = 0.5
-QUANTIZED_TOLERANCE = {"dynamic": INT8_TOLERANCE, "static": INT8_TOLERANCE, "int8-weights": 0.1, "int4-weights": 0.5}
+QUANTIZED_TOLERANCE = {"dynamic": INT8_TOLERANCE, "static": INT8_TOLERANCE, "int8-weights": 0.1,
+                       "int4-weights": INT8_TOLERANCE, "int4-weights-rtn": INT8_TOLERANCE}
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,8 @@ class OnnxBackend:
             ties = store_weights_once(exported) if options.quantize not in ACTIVATION_MODES else {}
             quantized = Path(scratch) / "quantized.onnx"
             if options.quantize in WEIGHT_ONLY_MODES:
-                quantize_weights(exported, quantized, WEIGHT_ONLY_MODES[options.quantize], ties)
+                with _quiet():
+                    quantize_weights(exported, quantized, WEIGHT_ONLY_MODES[options.quantize], ties)
                 exported = quantized
             elif options.quantize in ACTIVATION_MODES:
                 quantize(exported, quantized, options.quantize, options.calibration, [s.name for s in inputs])

@@ -42,13 +42,17 @@ class WeightQuantization:
     tied_bits: int | None = None    # bits of an LM head whose table is tied to the embedding (None: ``bits``)
 
 
-# The weight-only ``--quantize`` modes. Blocks of 64 divide SmolLM2's hidden width (576) and of 32 also
-# most pruned widths (multiples of 4 or 8): ``MatMulNBits`` pads every column to whole blocks, so a
-# block that does not divide K stores padding. Smaller blocks track the weights more closely but
-# cost one float scale per block (8-bit/64: 1.08 bytes a weight; 4-bit/32: 0.64).
+# The weight-only ``--quantize`` modes, chosen by measurement (SmolLM2-135M pruned to 80%, WikiText-2
+# perplexity, benchmarks/README.md). Blocks of 64 divide SmolLM2's hidden width (576), blocks of 32
+# also most pruned widths: ``MatMulNBits`` pads every column to whole blocks. 8 bits lose nothing
+# measurable. At 4 bits, round-to-nearest cost the most perplexity; HQQ (half-quadratic optimisation
+# of each block's scale and zero point, no calibration data; float zero points) and the tied
+# embedding / LM head kept at 8 bits each recovered part of it, together the most (8-bit weights are
+# always round-to-nearest: ORT's CPU kernel takes no float zero points at 8 bits).
 WEIGHT_ONLY_MODES: dict[str, WeightQuantization] = {
     "int8-weights": WeightQuantization(bits=8, block_size=64),
-    "int4-weights": WeightQuantization(bits=4, block_size=32),
+    "int4-weights": WeightQuantization(bits=4, block_size=32, algorithm="hqq", tied_bits=8),
+    "int4-weights-rtn": WeightQuantization(bits=4, block_size=32),
 }
 
 
@@ -287,8 +291,10 @@ def quantize_weights(src: Path, dst: Path, scheme: WeightQuantization, ties: dic
 
 
 def _algorithm_config(scheme: WeightQuantization, bits: int) -> Any:
-    """ORT's configuration object for ``scheme.algorithm`` (None: the quantiser's default, RTN)."""
-    if scheme.algorithm == "rtn":
+    """ORT's configuration object for ``scheme.algorithm`` at ``bits`` (None: the quantiser's
+    default, round to nearest). HQQ stores float zero points, which ORT's CPU ``MatMulNBits`` kernel
+    refuses at 8 bits, so 8-bit weights are always rounded to nearest."""
+    if scheme.algorithm == "rtn" or bits == 8:
         return None
     from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
 
