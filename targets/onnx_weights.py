@@ -24,6 +24,7 @@ ops: the tied table stays stored once, at the chosen width.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,7 +284,10 @@ def quantize_weights(src: Path, dst: Path, scheme: WeightQuantization, ties: dic
         quantizer = _nbits_quantizer()(model, bits=bits, block_size=scheme.block_size, is_symmetric=scheme.symmetric,
                                        op_types_to_quantize=("MatMul",), nodes_to_exclude=sorted(excluded),
                                        algo_config=_algorithm_config(scheme, bits))
-        quantizer.process()
+        with warnings.catch_warnings():
+            # HQQ hands read-only initialiser arrays to torch.from_numpy; it only reads them.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            quantizer.process()
         model = quantizer.model.model
     ir_model = ir.from_proto(model)
     gather_from_quantized(ir_model, ties)

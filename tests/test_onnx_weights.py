@@ -23,7 +23,9 @@ from prunec.cli import app  # noqa: E402
 from prunec.compile import QUANTIZED_TOLERANCE  # noqa: E402
 from prunec.errors import ConfigError  # noqa: E402
 from prunec.targets.backend import CompileOptions, get_backend  # noqa: E402
-from prunec.targets.onnx_weights import WEIGHT_ONLY_MODES  # noqa: E402
+from prunec.targets.onnx_backend import export_onnx  # noqa: E402
+from prunec.targets.onnx_weights import (WEIGHT_ONLY_MODES, WeightQuantization, quantize_weights,  # noqa: E402
+                                         store_weights_once)
 from prunec.targets.preset import load_preset  # noqa: E402
 
 MODES = sorted(WEIGHT_ONLY_MODES)
@@ -186,3 +188,26 @@ def test_cli_compiles_int4_weights_and_rejects_a_bad_mode(tmp_path) -> None:
     assert bad.exit_code == 2
     assert "unknown --quantize 'int3-weights'" in bad.output and "int8-weights" in bad.output
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("scheme", [WeightQuantization(bits=4, block_size=32, algorithm="hqq"),
+                                    WeightQuantization(bits=8, block_size=16, symmetric=True)],
+                         ids=["hqq-float-zero-points", "symmetric-8bit"])
+def test_embedding_rows_follow_other_weight_layouts(tmp_path, probe, scheme) -> None:
+    """The same identity for layouts no built-in mode produces for a tied head: HQQ's float zero
+    points in flat per-block arrays, and symmetric weights (no zero points: 2^(bits-1) implied)."""
+    import onnxruntime as ort
+
+    program, inputs, reference = probe
+    exported, quantized = tmp_path / "exported.onnx", tmp_path / "quantized.onnx"
+    export_onnx(program, exported)
+    ties = store_weights_once(exported)
+    assert len(ties) == 1
+    quantize_weights(exported, quantized, scheme, ties)
+    model = onnx.load(str(quantized))
+    assert [i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and
+            np.prod(i.dims) >= 40 * 70] == [], "the float table is gone"
+    session = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    rows, head = session.run(None, dict(zip([i.name for i in session.get_inputs()], inputs)))
+    np.testing.assert_allclose(rows, head[0].T[inputs[0]], rtol=1e-5, atol=1e-6)
+    assert 0 < _relative(rows, reference[0]) < 0.2
