@@ -285,6 +285,22 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     return results
 
 
+def register_weight_schemes(spec: str) -> list[str]:
+    """``name=bits,block[,hqq][,tiedN];...`` -> extra weight-only ``--quantize`` modes (to compare
+    schemes that are not built in, e.g. ``int4-hqq=4,32,hqq;int4-tied8=4,32,tied8``); returns the names."""
+    from prunec.targets.onnx_weights import WEIGHT_ONLY_MODES, WeightQuantization
+
+    names = []
+    for item in filter(None, spec.split(";")):
+        name, _, fields = item.partition("=")
+        bits, block, *flags = fields.split(",")
+        tied = next((int(f[4:]) for f in flags if f.startswith("tied")), None)
+        WEIGHT_ONLY_MODES[name] = WeightQuantization(bits=int(bits), block_size=int(block), tied_bits=tied,
+                                                     algorithm="hqq" if "hqq" in flags else "rtn")
+        names.append(name)
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/wikitext2", help="folder with wiki.valid.tokens, wiki.test.raw")
@@ -298,6 +314,8 @@ def main() -> None:
     parser.add_argument("--only", default="cnn,llm,int8", help="sections to run: cnn, llm, int8, widths")
     parser.add_argument("--int8-modes", default="dynamic,int8-weights,int4-weights,int4-weights-rtn",
                         help="int8 section: --quantize modes of the pruned model (comma-separated)")
+    parser.add_argument("--weight-schemes", default="", help="int8 section: extra weight-only schemes to compare, "
+                        "name=bits,block[,hqq][,tiedN];... (see register_weight_schemes); use the names in --int8-modes")
     parser.add_argument("--base-modes", default="", help="int8 section: --quantize modes of the unpruned model too")
     parser.add_argument("--cli-quantize", default="int4-weights", help="int8 section: --quantize of the timed CLI run")
     parser.add_argument("--skip-float", action="store_true", help="int8 section: only the quantised artefacts")
@@ -305,6 +323,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write all figures to this file")
     args = parser.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
+    register_weight_schemes(args.weight_schemes)
     unknown = set(args.backends) - set(backend_names())
     if unknown:
         raise SystemExit(f"backends {sorted(unknown)} are not registered here; have: {backend_names()}")

@@ -37,7 +37,6 @@ ORT_FILE = "model.ort"
 OPSET = 18
 PER_CHANNEL = True  # int8 weights with one scale per output channel
 ACTIVATION_MODES = ("dynamic", "static")  # int8 activations too (onnxruntime.quantization)
-QUANTIZE_MODES = ("none", *ACTIVATION_MODES, *WEIGHT_ONLY_MODES)
 
 
 def _ort() -> Any:
@@ -167,8 +166,9 @@ class OnnxBackend:
     def compile(self, program: torch.export.ExportedProgram, example_inputs: Sequence[np.ndarray],
                 preset: TargetPreset, out_dir: Path, options: CompileOptions) -> Artifact:
         ort = _ort()
-        if options.quantize not in QUANTIZE_MODES:
-            raise ConfigError(f"unknown quantisation '{options.quantize}'; choose one of {', '.join(QUANTIZE_MODES)}")
+        modes = ("none", *ACTIVATION_MODES, *WEIGHT_ONLY_MODES)
+        if options.quantize not in modes:
+            raise ConfigError(f"unknown quantisation '{options.quantize}'; choose one of {', '.join(modes)}")
         if options.quantize == "static" and not options.calibration:
             raise ToolchainError("static int8 quantisation needs calibration data: pass --calib FILE")
         out_dir.mkdir(parents=True, exist_ok=True)

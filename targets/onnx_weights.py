@@ -42,6 +42,16 @@ class WeightQuantization:
     algorithm: str = "rtn"          # rtn: round to nearest (ORT's default quantiser); hqq: half-quadratic
     tied_bits: int | None = None    # bits of an LM head whose table is tied to the embedding (None: ``bits``)
 
+    def __post_init__(self) -> None:
+        from prunec.errors import ConfigError
+
+        if self.bits not in (4, 8) or self.tied_bits not in (None, 4, 8):
+            raise ConfigError(f"weight-only quantisation takes 4 or 8 bits, not {self.bits}/{self.tied_bits}")
+        if self.algorithm not in ("rtn", "hqq"):
+            raise ConfigError(f"unknown weight quantisation algorithm '{self.algorithm}'; choose rtn or hqq")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise ConfigError(f"block size {self.block_size} must be a power of two >= 16 (MatMulNBits)")
+
 
 # The weight-only ``--quantize`` modes, chosen by measurement (SmolLM2-135M pruned to 80%, WikiText-2
 # perplexity, benchmarks/README.md). Blocks of 64 divide SmolLM2's hidden width (576), blocks of 32

@@ -20,7 +20,7 @@ import onnx  # noqa: E402
 
 from models import ALL_CASES, randomize_  # noqa: E402
 from prunec.cli import app  # noqa: E402
-from prunec.compile import QUANTIZED_TOLERANCE  # noqa: E402
+from prunec.compile import CompileJob  # noqa: E402
 from prunec.errors import ConfigError  # noqa: E402
 from prunec.targets.backend import CompileOptions, get_backend  # noqa: E402
 from prunec.targets.onnx_backend import export_onnx  # noqa: E402
@@ -140,7 +140,7 @@ def test_weight_only_mode_is_smaller_and_verifies(llama_tied, llama_artefacts, m
     assert big_float == [], "no float weight matrix (the tied table included) is left"
     assert (out / "model.onnx").stat().st_size < (llama_artefacts("none")[0] / "model.onnx").stat().st_size
     error = _relative(runner(inputs)[0], reference[0])
-    assert 0 < error < QUANTIZED_TOLERANCE[mode]
+    assert 0 < error < CompileJob(quantize=mode).effective_tolerance
 
 
 def test_four_bits_are_smaller_than_eight(llama_artefacts) -> None:
@@ -166,7 +166,7 @@ def test_ort_format_for_mobile_carries_matmulnbits(tmp_path, llama_tied) -> None
     program, inputs, reference, _ = llama_tied
     artifact, runner = _compile(program, inputs, "android-arm64", tmp_path, quantize="int8-weights")
     assert artifact.details["runtime_file"] == "model.ort"
-    assert _relative(runner(inputs)[0], reference[0]) < QUANTIZED_TOLERANCE["int8-weights"]
+    assert _relative(runner(inputs)[0], reference[0]) < CompileJob(quantize="int8-weights").effective_tolerance
 
 
 def test_unknown_mode_is_a_config_error(tmp_path, probe) -> None:
@@ -183,7 +183,7 @@ def test_cli_compiles_int4_weights_and_rejects_a_bad_mode(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["quantize"] == "int4-weights" and manifest["verification"]["metric"] == "relative_l2"
-    assert manifest["verification"]["tolerance"] == QUANTIZED_TOLERANCE["int4-weights"]
+    assert manifest["verification"]["tolerance"] == CompileJob(quantize="int4-weights").effective_tolerance
     bad = runner.invoke(app, ["compile", "models:llama_tied", "--quantize", "int3-weights", "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2
     assert "unknown --quantize 'int3-weights'" in bad.output and "int8-weights" in bad.output
