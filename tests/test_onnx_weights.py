@@ -211,3 +211,19 @@ def test_embedding_rows_follow_other_weight_layouts(tmp_path, probe, scheme) -> 
     rows, head = session.run(None, dict(zip([i.name for i in session.get_inputs()], inputs)))
     np.testing.assert_allclose(rows, head[0].T[inputs[0]], rtol=1e-5, atol=1e-6)
     assert 0 < _relative(rows, reference[0]) < 0.2
+
+
+@pytest.mark.parametrize("fields,message", [({"bits": 3, "block_size": 32}, "4 or 8 bits"),
+                                            ({"bits": 4, "block_size": 48}, "power of two"),
+                                            ({"bits": 4, "block_size": 32, "algorithm": "gptq"}, "rtn or hqq")])
+def test_bad_weight_scheme_is_a_config_error(fields, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        WeightQuantization(**fields)
+
+
+def test_a_registered_scheme_is_a_quantize_mode(monkeypatch) -> None:
+    monkeypatch.setitem(WEIGHT_ONLY_MODES, "int4-blocks-64", WeightQuantization(bits=4, block_size=64))
+    assert CompileJob(quantize="int4-blocks-64").resolved().effective_tolerance == 0.5
+    monkeypatch.delitem(WEIGHT_ONLY_MODES, "int4-blocks-64")
+    with pytest.raises(ConfigError, match="unknown --quantize 'int4-blocks-64'"):
+        CompileJob(quantize="int4-blocks-64").resolved()
