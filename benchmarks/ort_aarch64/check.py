@@ -42,8 +42,8 @@ from prunec.targets.preset import load_preset  # noqa: E402
 CORTEX_A72 = "".join(f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
                      "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
                      "CPU revision\t: 3\n\n" for i in range(2))
-ARTEFACTS = [("rpi4", "none"), ("rpi4", "int8-weights"), ("rpi4", "int4-weights"), ("rpi4", "dynamic"),
-             ("android-arm64", "int8-weights"), ("android-arm64", "int4-weights")]
+ARTEFACTS = [("rpi4", "none"), ("rpi4", "int8-weights"), ("rpi4", "int4-weights"), ("rpi4", "int4-weights-rtn"),
+             ("rpi4", "dynamic"), ("android-arm64", "int8-weights"), ("android-arm64", "int4-weights")]
 
 
 def runtime_library(wheel: Path, work: Path) -> Path:
