@@ -28,13 +28,12 @@ from prunec.errors import ConfigError, OutputExistsError, ToolchainError, Verifi
 from prunec.models import LoadedModel
 from prunec.output import atomic_output_dir
 from prunec.pipeline import PruneJob, PruneOutcome, run_pruning
-from prunec.targets.backend import Artifact, Backend, CompileOptions, get_backend
+from prunec.targets.backend import ACTIVATION_MODES, Artifact, Backend, CompileOptions, get_backend
 from prunec.targets.onnx_weights import WEIGHT_ONLY_MODES
 from prunec.targets.preset import TargetPreset, load_preset
 
 MANIFEST = "manifest.json"
 REPORT = "report.md"
-ACTIVATION_MODES = ("dynamic", "static")  # int8 weights and activations (onnxruntime.quantization)
 # Default tolerances (see :func:`verify`): float artefacts, max abs difference relative to
 # max(1, max |reference|); quantised artefacts, relative L2 error of each output, per mode. These
 # limits catch gross lowering errors, not quality (judge that by a task metric). Measured on

@@ -28,6 +28,11 @@ class TensorSpec:
     dtype: str  # numpy dtype name, e.g. "float32", "int64"
 
 
+# ``--quantize`` modes that quantise activations too (int8, ``onnxruntime.quantization``); the
+# weight-only modes are the registry ``prunec.targets.onnx_weights.WEIGHT_ONLY_MODES``.
+ACTIVATION_MODES = ("dynamic", "static")
+
+
 @dataclass(frozen=True)
 class CompileOptions:
     """Backend options a user picks on ``prunec compile``."""

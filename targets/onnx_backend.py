@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from prunec.errors import ConfigError, ToolchainError
-from prunec.targets.backend import (Artifact, CompileOptions, Runner, TensorSpec, io_names,
+from prunec.targets.backend import (ACTIVATION_MODES, Artifact, CompileOptions, Runner, TensorSpec, io_names,
                                     register_backend)
 from prunec.targets.onnx_weights import WEIGHT_ONLY_MODES, quantize_weights, store_weights_once
 from prunec.targets.preset import TargetPreset, host_arch
@@ -36,7 +36,6 @@ ONNX_FILE = "model.onnx"
 ORT_FILE = "model.ort"
 OPSET = 18
 PER_CHANNEL = True  # int8 weights with one scale per output channel
-ACTIVATION_MODES = ("dynamic", "static")  # int8 activations too (onnxruntime.quantization)
 
 
 def _ort() -> Any:
