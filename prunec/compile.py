@@ -64,7 +64,7 @@ class CompileJob:
     tuning_trials: int = 0
     threads: int = 2                       # for verification and latency; 0: the runtime's default
     latency_repeat: int = 20               # timed runs (median reported); 0 skips timing
-    tolerance: float | None = None         # None: FLOAT_TOLERANCE or the mode's QUANTIZED_TOLERANCE (else INT8_TOLERANCE)
+    tolerance: float | None = None         # None: FLOAT_TOLERANCE, or the mode's QUANTIZED_TOLERANCE / INT8_TOLERANCE
     dump_ir: Path | None = None            # write the IR of every stage (traced, pruned, each cleanup pass) here
 
     def resolved(self) -> "CompileJob":

@@ -195,7 +195,8 @@ def _dequantized_rows(matmul: Any, ids: Any, dtype: Any, prefix: str) -> tuple[l
         ``ids * blocks + b``: reshaping the initialiser instead would be folded into a copy)."""
         if value.shape is not None and len(value.shape) == 2:
             return add("Gather", [value, ids], {"axis": 0})
-        first = add("Unsqueeze", [add("Mul", [ids, const("blocks", np.array(blocks, np.int64))]),
+        ids64 = add("Cast", [ids], {"to": ir.DataType.INT64})
+        first = add("Unsqueeze", [add("Mul", [ids64, const("blocks", np.array(blocks, np.int64))]),
                                   const("ids_axis", np.array([-1], np.int64))])
         return add("Gather", [value, add("Add", [first, const("block_index", np.arange(blocks, dtype=np.int64))])],
                    {"axis": 0})
@@ -213,13 +214,14 @@ def _dequantized_rows(matmul: Any, ids: Any, dtype: Any, prefix: str) -> tuple[l
         zeros = add("Gather", [zero_points, ids], {"axis": 0})               # [*ids, packed blocks]
         if bits == 4:
             zeros = add("Slice", [unpack_nibbles(zeros, len(ids.shape)), const("zero_start", np.array([0], np.int64)),
-                                  const("zero_end", np.array([blocks], np.int64)), const("zero_axes", np.array([-1], np.int64))])
+                                  const("zero_end", np.array([blocks], np.int64)),
+                                  const("zero_axes", np.array([-1], np.int64))])
         row_zero = add("Cast", [add("Unsqueeze", [zeros, const("zero_axis", np.array([-1], np.int64))])], {"to": dtype})
     rows = add("Mul", [add("Sub", [values, row_zero]), row_scales])          # [*ids, blocks, block]
     rows = add("Reshape", [rows, const("row_shape", np.array([0] * len(ids.shape) + [-1], np.int64))])
     if blocks * block != k:  # MatMulNBits pads K to whole blocks
-        rows = add("Slice", [rows, const("row_start", np.array([0], np.int64)), const("row_end", np.array([k], np.int64)),
-                             const("row_axes", np.array([-1], np.int64))])
+        rows = add("Slice", [rows, const("row_start", np.array([0], np.int64)),
+                             const("row_end", np.array([k], np.int64)), const("row_axes", np.array([-1], np.int64))])
     return nodes, rows
 
 
