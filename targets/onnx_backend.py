@@ -155,7 +155,7 @@ class OnnxBackend:
     name = "onnx"
 
     def missing(self, preset: TargetPreset) -> str | None:
-        for module, extra in (("onnx", "onnx"), ("onnxruntime", "onnx"), ("onnxscript", "onnx")):
+        for module, extra in (("onnx", "onnx"), ("onnxruntime", "onnx"), ("onnxscript", "onnx"), ("onnx_ir", "onnx")):
             try:
                 __import__(module)
             except ImportError:
