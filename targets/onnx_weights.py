@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from prunec.errors import ConfigError
+
 @dataclass(frozen=True)
 class WeightQuantization:
     """One weight-only scheme of ``MatMulNBits``: ``bits`` per weight, one float scale (and, unless
@@ -43,8 +45,6 @@ class WeightQuantization:
     tied_bits: int | None = None    # bits of an LM head whose table is tied to the embedding (None: ``bits``)
 
     def __post_init__(self) -> None:
-        from prunec.errors import ConfigError
-
         if self.bits not in (4, 8) or self.tied_bits not in (None, 4, 8):
             raise ConfigError(f"weight-only quantisation takes 4 or 8 bits, not {self.bits}/{self.tied_bits}")
         if self.algorithm not in ("rtn", "hqq"):
