@@ -18,9 +18,11 @@ Protocol (all variants measured in one run, on this machine, so that they share 
   FLOP counter); goal: speedup >= 0.9 x FLOPs ratio.
 - size and quality: SmolLM2 pruned to 80% of the non-embedding parameters with the calibrated
   recipe (fluctuation + least-squares reconstruction, FFN only; calibration = 32 windows of 512
-  tokens of ``wiki.valid.tokens``), lowered float32 and int8 (dynamic); artefact bytes against the
-  float32 base artefact; WikiText-2 perplexity (first 24 windows of 512 tokens of ``wiki.test.raw``)
-  of each artefact, run in ONNX Runtime (``OrtLogits`` below).
+  tokens of ``wiki.valid.tokens``), lowered float32 and with each ``--quantize`` mode of
+  ``--int8-modes`` (default: dynamic, int8-weights, int4-weights, int4-weights-rtn; ``--base-modes`` adds modes
+  of the unpruned model); artefact bytes against the float32 base artefact (every artefact stores
+  the tied embedding once); WikiText-2 perplexity (first 24 windows of 512 tokens of
+  ``wiki.test.raw``) of each artefact, run in ONNX Runtime (``OrtLogits`` below).
 - end-to-end ``prunec compile`` wall time: the CLI in a subprocess (process start, model load,
   prune, export, lower, verify), for the CNN and for SmolLM2 with calibration + int8.
 
@@ -234,7 +236,7 @@ def run_widths(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
 
 
 def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    print("== SmolLM2-135M: pruned to params=0.8 (calibrated) + int8, size and WikiText-2 perplexity", flush=True)
+    print("== SmolLM2-135M: pruned to params=0.8 (calibrated) + quantised, size and WikiText-2 perplexity", flush=True)
     data = Path(args.data)
     calib, test = data / "wiki.valid.tokens", data / "wiki.test.raw"
     loaded = load_model("smollm2-135m", seq_len=512)
@@ -247,12 +249,11 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                                                                   calib_seq_len=512).resolved()), preset)
     print(f"  pruned (calibrated) + exported in {time.perf_counter() - start:.1f}s", flush=True)
     results: dict[str, Any] = {"target": preset.name}
-    variants = [("base float32", base, "none"), ("pruned float32", pruned, "none"),
-                ("pruned int8 dynamic", pruned, "dynamic")]
-    if args.skip_float:
-        variants = variants[2:]
-    if args.base_int8:
-        variants.append(("base int8 dynamic", base, "dynamic"))
+    modes = [m for m in args.int8_modes.split(",") if m]
+    base_modes = [m for m in args.base_modes.split(",") if m]
+    variants = [("base float32", base, "none"), ("pruned float32", pruned, "none")] * (not args.skip_float)
+    variants += [(f"pruned {mode}", pruned, mode) for mode in modes]
+    variants += [(f"base {mode}", base, mode) for mode in base_modes]
     base_bytes = None
     for name, program, quant in variants:
         out = scratch / f"smol-{name.replace(' ', '-')}"
@@ -262,23 +263,42 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         check = lowered["verification"]
         default = replace(job, quantize=quant).effective_tolerance * check["tolerance"] / LOOSE
         size = sum(f["bytes"] for f in lowered["files"])
-        base_bytes = base_bytes or size
+        if name == "base float32":
+            base_bytes = size
         ppl = perplexity(OrtLogits(out), ids)
-        results[name] = {"bytes": size, "smaller_than_base": round(base_bytes / size, 2), "ppl_ort": round(ppl, 2),
+        ratio = base_bytes / size if base_bytes else float("nan")  # nan: --skip-float, no base measured
+        results[name] = {"bytes": size, "smaller_than_base": round(ratio, 2), "ppl_ort": round(ppl, 2),
+                         "bits_per_param": round(8 * size / lowered["params_after"], 3),
                          "max_abs_diff": round(check["max_abs_diff"], 4),
                          "passes_default_tolerance": (check["relative_l2_error"] if quant != "none"
                                                       else check["max_abs_diff"]) <= default,
                          "relative_l2_error": round(lowered["verification"]["relative_l2_error"], 4),
                          "params": lowered["params_after"], "lower_s": lowered["step_seconds"]["lower"]}
-        print(f"  {name}: {size:,} B ({base_bytes / size:.2f}x smaller than base), ppl {ppl:.2f} "
+        print(f"  {name}: {size:,} B ({ratio:.2f}x smaller than base), ppl {ppl:.2f} "
               f"({time.perf_counter() - start:.0f}s)", flush=True)
     if args.no_cli:
         return results
     seconds, cpu = cli_compile_seconds(
         ["smollm2-135m", "--target", args.int8_target, "--budget", "params=0.8", "--calib", str(calib),
-         "--calib-seq-len", "512", "--quantize", "dynamic"], scratch / "smol-cli")
+         "--calib-seq-len", "512", "--quantize", args.cli_quantize], scratch / "smol-cli")
     results["cli_compile_s"], results["cli_compile_cpu_s"] = round(seconds, 1), round(cpu, 1)
     return results
+
+
+def register_weight_schemes(spec: str) -> list[str]:
+    """``name=bits,block[,hqq][,tiedN];...`` -> extra weight-only ``--quantize`` modes (to compare
+    schemes that are not built in, e.g. ``int4-hqq=4,32,hqq;int4-tied8=4,32,tied8``); returns the names."""
+    from prunec.targets.onnx_weights import WEIGHT_ONLY_MODES, WeightQuantization
+
+    names = []
+    for item in filter(None, spec.split(";")):
+        name, _, fields = item.partition("=")
+        bits, block, *flags = fields.split(",")
+        tied = next((int(f[4:]) for f in flags if f.startswith("tied")), None)
+        WEIGHT_ONLY_MODES[name] = WeightQuantization(bits=int(bits), block_size=int(block), tied_bits=tied,
+                                                     algorithm="hqq" if "hqq" in flags else "rtn")
+        names.append(name)
+    return names
 
 
 def main() -> None:
@@ -292,12 +312,18 @@ def main() -> None:
     parser.add_argument("--int8-target", default="rpi4", help="target preset of the size/perplexity artefacts")
     parser.add_argument("--llm-tolerance", type=float, default=None, help="verification tolerance for SmolLM2")
     parser.add_argument("--only", default="cnn,llm,int8", help="sections to run: cnn, llm, int8, widths")
-    parser.add_argument("--base-int8", action="store_true", help="also int8 of the unpruned model")
-    parser.add_argument("--skip-float", action="store_true", help="int8 section: only the int8 artefact")
+    parser.add_argument("--int8-modes", default="dynamic,int8-weights,int4-weights,int4-weights-rtn",
+                        help="int8 section: --quantize modes of the pruned model (comma-separated)")
+    parser.add_argument("--weight-schemes", default="", help="int8 section: extra weight-only schemes to compare, "
+                        "name=bits,block[,hqq][,tiedN];... (see register_weight_schemes); use the names in --int8-modes")
+    parser.add_argument("--base-modes", default="", help="int8 section: --quantize modes of the unpruned model too")
+    parser.add_argument("--cli-quantize", default="int4-weights", help="int8 section: --quantize of the timed CLI run")
+    parser.add_argument("--skip-float", action="store_true", help="int8 section: only the quantised artefacts")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI timing of the int8 section")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures to this file")
     args = parser.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
+    register_weight_schemes(args.weight_schemes)
     unknown = set(args.backends) - set(backend_names())
     if unknown:
         raise SystemExit(f"backends {sorted(unknown)} are not registered here; have: {backend_names()}")

@@ -28,18 +28,27 @@ from prunec.errors import ConfigError, OutputExistsError, ToolchainError, Verifi
 from prunec.models import LoadedModel
 from prunec.output import atomic_output_dir
 from prunec.pipeline import PruneJob, PruneOutcome, run_pruning
-from prunec.targets.backend import Artifact, Backend, CompileOptions, get_backend
+from prunec.targets.backend import ACTIVATION_MODES, Artifact, Backend, CompileOptions, get_backend
+from prunec.targets.onnx_weights import WEIGHT_ONLY_MODES
 from prunec.targets.preset import TargetPreset, load_preset
 
 MANIFEST = "manifest.json"
 REPORT = "report.md"
-QUANTIZE_MODES = ("none", "dynamic", "static")
 # Default tolerances (see :func:`verify`): float artefacts, max abs difference relative to
-# max(1, max |reference|); int8 artefacts, relative L2 error of each output. The int8 limit catches
-# gross lowering errors, not quality (judge that by a task metric): SmolLM2-135M pruned to 80% +
-# dynamic int8 measured 0.28 per-channel, 0.37 per-tensor (WikiText-2 perplexity 56 -> 85 / 94).
+# max(1, max |reference|); quantised artefacts, relative L2 error of each output, per mode. These
+# limits catch gross lowering errors, not quality (judge that by a task metric). Measured on
+# SmolLM2-135M pruned to 80% (benchmarks/README.md): int8 dynamic 0.28 per-channel, 0.37 per-tensor
+# (WikiText-2 perplexity 56 -> 85 / 94); weight-only modes keep activations in float and land far
+# closer, so their limits are tighter.
 FLOAT_TOLERANCE = 1e-3
 INT8_TOLERANCE = 0.5
+QUANTIZED_TOLERANCE = {"dynamic": INT8_TOLERANCE, "static": INT8_TOLERANCE, "int8-weights": 0.1}
+
+
+def quantize_modes() -> tuple[str, ...]:
+    """Every ``--quantize`` mode: none, the int8 activation modes and the weight-only schemes of
+    :data:`prunec.targets.onnx_weights.WEIGHT_ONLY_MODES` (a registry: adding a scheme adds a mode)."""
+    return ("none", *ACTIVATION_MODES, *WEIGHT_ONLY_MODES)
 
 
 @dataclass(frozen=True)
@@ -49,19 +58,19 @@ class CompileJob:
     target: str = "x86-64"                 # built-in preset name or a .toml preset file
     backend: str = "onnx"
     prune: PruneJob = field(default_factory=PruneJob)
-    quantize: str = "none"                 # none, dynamic, static (int8 needs calibration data)
+    quantize: str = "none"                 # one of quantize_modes() (static needs calibration data)
     round_widths: bool = True              # round kept channel/residual widths to the target's width_multiple
     tuning: str = "default"                # backend specific (tvm)
     tuning_trials: int = 0
     threads: int = 2                       # for verification and latency; 0: the runtime's default
     latency_repeat: int = 20               # timed runs (median reported); 0 skips timing
-    tolerance: float | None = None         # None: FLOAT_TOLERANCE or INT8_TOLERANCE
+    tolerance: float | None = None         # None: FLOAT_TOLERANCE, or the mode's QUANTIZED_TOLERANCE / INT8_TOLERANCE
     dump_ir: Path | None = None            # write the IR of every stage (traced, pruned, each cleanup pass) here
 
     def resolved(self) -> "CompileJob":
         """Validate the options that need no model (raises :class:`ConfigError`)."""
-        if self.quantize not in QUANTIZE_MODES:
-            raise ConfigError(f"unknown --quantize '{self.quantize}'; choose one of {', '.join(QUANTIZE_MODES)}")
+        if self.quantize not in quantize_modes():
+            raise ConfigError(f"unknown --quantize '{self.quantize}'; choose one of {', '.join(quantize_modes())}")
         if self.quantize == "static" and self.prune.calib is None:
             raise ConfigError("--quantize static needs calibration data: pass --calib FILE")
         if self.threads < 0 or self.latency_repeat < 0:
@@ -76,7 +85,7 @@ class CompileJob:
     def effective_tolerance(self) -> float:
         if self.tolerance is not None:
             return self.tolerance
-        return FLOAT_TOLERANCE if self.quantize == "none" else INT8_TOLERANCE
+        return FLOAT_TOLERANCE if self.quantize == "none" else QUANTIZED_TOLERANCE.get(self.quantize, INT8_TOLERANCE)
 
 
 def resolve_target(job: CompileJob) -> tuple[TargetPreset, Backend]:

@@ -28,11 +28,16 @@ class TensorSpec:
     dtype: str  # numpy dtype name, e.g. "float32", "int64"
 
 
+# ``--quantize`` modes that quantise activations too (int8, ``onnxruntime.quantization``); the
+# weight-only modes are the registry ``prunec.targets.onnx_weights.WEIGHT_ONLY_MODES``.
+ACTIVATION_MODES = ("dynamic", "static")
+
+
 @dataclass(frozen=True)
 class CompileOptions:
     """Backend options a user picks on ``prunec compile``."""
 
-    quantize: str = "none"          # none, dynamic (int8 weights), static (int8 with calibration data)
+    quantize: str = "none"          # none, dynamic, static (int8 with calibration data), int8-weights, int4-weights
     tuning: str = "default"         # backend specific (tvm: none, dlight, metaschedule)
     tuning_trials: int = 0
     threads: int = 0                # 0: the runtime's default

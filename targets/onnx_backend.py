@@ -1,8 +1,10 @@
 """The ONNX Runtime backend: exported program -> ``model.onnx`` (and ``model.ort``), run with ORT.
 
 Steps (each a named function below): export with the dynamo-based ``torch.onnx.export`` →
-``onnx.checker`` → optional int8 quantisation (``onnxruntime.quantization``: dynamic weights, or
-static with calibration batches) → offline graph optimisation at the preset's level, written with
+``onnx.checker`` → every weight stored once (tied embedding shared with the LM head,
+:mod:`prunec.targets.onnx_weights`) → optional quantisation (``onnxruntime.quantization``:
+weight-only ``MatMulNBits`` at 8 or 4 bits; int8 dynamic; or int8 static with calibration batches) →
+offline graph optimisation at the preset's level, written with
 ``SessionOptions.optimized_model_filepath`` → the ORT flatbuffer for presets with ``ort_format``.
 
 ONNX Runtime is portable: the artefact for an aarch64 or armv7 device is the same file as for the
@@ -24,9 +26,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from prunec.errors import ToolchainError
-from prunec.targets.backend import (Artifact, CompileOptions, Runner, TensorSpec, io_names,
+from prunec.errors import ConfigError, ToolchainError
+from prunec.targets.backend import (ACTIVATION_MODES, Artifact, CompileOptions, Runner, TensorSpec, io_names,
                                     register_backend)
+from prunec.targets.onnx_weights import WEIGHT_ONLY_MODES, quantize_weights, store_weights_once
 from prunec.targets.preset import TargetPreset, host_arch
 
 ONNX_FILE = "model.onnx"
@@ -152,7 +155,7 @@ class OnnxBackend:
     name = "onnx"
 
     def missing(self, preset: TargetPreset) -> str | None:
-        for module, extra in (("onnx", "onnx"), ("onnxruntime", "onnx"), ("onnxscript", "onnx")):
+        for module, extra in (("onnx", "onnx"), ("onnxruntime", "onnx"), ("onnxscript", "onnx"), ("onnx_ir", "onnx")):
             try:
                 __import__(module)
             except ImportError:
@@ -162,8 +165,9 @@ class OnnxBackend:
     def compile(self, program: torch.export.ExportedProgram, example_inputs: Sequence[np.ndarray],
                 preset: TargetPreset, out_dir: Path, options: CompileOptions) -> Artifact:
         ort = _ort()
-        if options.quantize not in ("none", "dynamic", "static"):
-            raise ToolchainError(f"unknown quantisation '{options.quantize}'; choose none, dynamic or static")
+        modes = ("none", *ACTIVATION_MODES, *WEIGHT_ONLY_MODES)
+        if options.quantize not in modes:
+            raise ConfigError(f"unknown quantisation '{options.quantize}'; choose one of {', '.join(modes)}")
         if options.quantize == "static" and not options.calibration:
             raise ToolchainError("static int8 quantisation needs calibration data: pass --calib FILE")
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,8 +175,15 @@ class OnnxBackend:
             exported = Path(scratch) / "exported.onnx"
             export_onnx(program, exported)
             inputs, _ = onnx_signature(exported)
-            if options.quantize != "none":
-                quantized = Path(scratch) / "quantized.onnx"
+            # int8 dynamic/static quantise the exporter's two copies of a tied table separately (sharing
+            # it first would leave a float copy for the embedding Gather), so they skip this step.
+            ties = store_weights_once(exported) if options.quantize not in ACTIVATION_MODES else {}
+            quantized = Path(scratch) / "quantized.onnx"
+            if options.quantize in WEIGHT_ONLY_MODES:
+                with _quiet():
+                    quantize_weights(exported, quantized, WEIGHT_ONLY_MODES[options.quantize], ties)
+                exported = quantized
+            elif options.quantize in ACTIVATION_MODES:
                 quantize(exported, quantized, options.quantize, options.calibration, [s.name for s in inputs])
                 exported = quantized
             optimize_offline(exported, out_dir / ONNX_FILE, preset, ort_format=False)
@@ -188,6 +199,7 @@ class OnnxBackend:
             "runtime_file": ORT_FILE if preset.ort_format else ONNX_FILE,
             "opset": OPSET, "optimization_level": preset.ort_optimization_level,
             "ort_platform": preset.ort_platform, "quantize": options.quantize,
+            "tied_tables_shared": len(ties),
             "onnxruntime": ort.__version__, "runs_on": runs_on})
 
     def runner(self, out_dir: Path, manifest: dict[str, Any], preset: TargetPreset) -> Runner:

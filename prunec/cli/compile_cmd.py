@@ -31,7 +31,9 @@ def compile_cmd(
     calib: Optional[Path] = typer.Option(None, help="Calibration data (text, JSONL or .npz): pruning, and --quantize static."),
     calib_samples: int = typer.Option(32, help="Number of calibration samples."),
     calib_seq_len: int = typer.Option(256, help="Tokens per calibration sample (text); also the compiled sequence length."),
-    quantize: str = typer.Option("none", help="int8: none, dynamic (weights) or static (weights and activations, needs --calib)."),
+    quantize: str = typer.Option("none", help="none; int8-weights or int4-weights (weight-only, float activations: "
+                                 "the choice for LLMs); dynamic or static (int8 weights and activations, static "
+                                 "needs --calib). See docs/compiling.md."),
     round_widths: bool = typer.Option(True, help="Round kept channel/residual widths to the target's width_multiple "
                                       "(measured: ResNet-50 at ratio 0.3 runs 1.3-1.4x faster in ORT rounded to 8)."),
     tuning: str = typer.Option("default", help="Backend-specific tuning (tvm: none, dlight, metaschedule)."),
@@ -39,8 +41,8 @@ def compile_cmd(
     threads: int = typer.Option(2, help="Threads for verification and timing (0: the runtime's default)."),
     repeat: int = typer.Option(20, help="Timed runs for the latency median (0: do not time)."),
     tolerance: Optional[float] = typer.Option(None, help="Verification: allowed max |artefact - PyTorch| relative to "
-                                              "max(1, max |PyTorch|) (default 1e-3); with int8, allowed relative L2 "
-                                              "error (default 0.5)."),
+                                              "max(1, max |PyTorch|) (default 1e-3); quantised, allowed relative L2 "
+                                              "error (default per mode: 0.1 int8-weights, 0.5 others)."),
     seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
