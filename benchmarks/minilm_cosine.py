@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import prunec
 from prunec.models import load_model
 from prunec.recovery import RecoveryConfig
+from prunec.sensitivity import SensitivityConfig
 
 SEQ = 64
 
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=128)
     parser.add_argument("--methods", default="l2-uniform,activation-uniform,fluctuation-recon-uniform,"
                         "fluctuation-recon-sensitivity,obs-recon-uniform,fluctuation-recon-recover")
+    parser.add_argument("--sensitivity-batches", type=int, default=None,
+                        help="calibration batches per sensitivity probe (default: SensitivityConfig's)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     loaded = load_model("minilm-l6")
@@ -75,7 +78,9 @@ def main() -> None:
         "obs-recon-uniform": dict(importance="obs", calibration=calib, reconstruct=True),
         # Same share of the groups' parameters, spread by measured per-layer output distortion.
         "fluctuation-recon-sensitivity": dict(importance="fluctuation", calibration=calib, reconstruct=True,
-                                              allocation="sensitivity"),
+                                              allocation="sensitivity",
+                                              sensitivity=SensitivityConfig(batches=args.sensitivity_batches)
+                                              if args.sensitivity_batches else None),
         # Distillation of the hidden states (MSE) on the calibration lines, 64 AdamW steps.
         "fluctuation-recon-recover": dict(importance="fluctuation", calibration=calib, reconstruct=True,
                                           recover=RecoveryConfig(steps=64, lr=1e-4, batch_size=1)),
