@@ -8,7 +8,7 @@ All rows run in one process on the same loaded model; threads = 2.
 
     python benchmarks/llm_ppl.py --data ../shared/data/wikitext2 [--budgets 0.9,0.8,0.7] [--methods ...]
 
-Recovery grid: ``--recover-grid "steps=500,lr=1e-4,batch=8;steps=1000,lr=5e-5,batch=8"`` prunes once
+Recovery grid: ``--recover-grid "steps=500,lr=1e-4,batch_size=8;steps=1000,lr=5e-5,batch_size=8"`` prunes once
 per budget with the first method, then distils a copy of the pruned model from the base for each
 setting (``prunec.recovery.RecoveryConfig`` fields) on ``--recover-samples`` windows of
 ``wiki.valid.tokens`` (the calibration split; the test split is only evaluated), and prints a row each.
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--recover-grid", default="",
                         help="';'-separated recovery settings, each 'field=value,...' of RecoveryConfig")
     parser.add_argument("--recover-samples", type=int, default=512,
-                        help="windows of wiki.valid.tokens to distil on (all of it is ~560 windows of 512)")
+                        help="windows of wiki.valid.tokens to distil on (all of it is 534 windows of 512)")
     parser.add_argument("--device", default="auto", help="where recovery trains (auto: a CUDA GPU when present)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--window", type=int, default=512)
