@@ -216,13 +216,14 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
     recovery = None
     if job.recover:
         windows = _recovery_windows(job, loaded, calibration)
+        device = resolve_device(job.device)
         recovery = {"steps": job.recover_steps, "lr": job.recover_lr, "lora_rank": job.lora_rank,
                     "batch": job.recover_batch, "data": str(job.recover_data or job.calib),
-                    "windows": len(windows), "device": str(resolve_device(job.device))}
+                    "windows": len(windows), "device": str(device)}
         config = RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr, lora_rank=job.lora_rank,
                                 batch_size=job.recover_batch, device=job.device)
         on_stage(f"recovering ({job.recover_steps} distillation steps of {job.recover_batch} on "
-                 f"{len(windows)} windows, {resolve_device(job.device)}{', LoRA' if job.lora_rank else ''})")
+                 f"{len(windows)} windows, {device}{', LoRA' if job.lora_rank else ''})")
         result.recovery_losses = distill(result.module, loaded.model, windows, config, kwargs)
     on_stage("verifying")
     with torch.no_grad():
