@@ -78,6 +78,8 @@ RUNTIME_EXCLUDED = {
 OPT_FLAGS = ("-O2",)
 COMMON_FLAGS = ("-std=c++17", "-fPIC", "-Wno-psabi")  # -Wno-psabi: GCC's notes on an ABI change of GCC 7
 SYSTEM_LIBS = ("-lpthread", "-ldl")
+# RISC-V has no 1- and 2-byte atomic instructions; GCC calls libatomic for them (the thread pool's flags).
+ARCH_LIBS = {"riscv64": ("-latomic",)}
 PIP_TIMEOUT_S = 300
 
 
@@ -93,7 +95,7 @@ class RuntimeBuild:
 def recipe_hash() -> str:
     """A short hash of everything that decides the built libraries (sources, flags, compat headers)."""
     digest = hashlib.sha256(json.dumps([FFI_SOURCES, FFI_DEFINES, FFI_FLAGS, RUNTIME_SOURCES, OPT_FLAGS,
-                                        COMMON_FLAGS, SYSTEM_LIBS]).encode())
+                                        COMMON_FLAGS, SYSTEM_LIBS, ARCH_LIBS]).encode())
     for header in sorted(_compat_dir().rglob("*.h")):
         digest.update(header.read_bytes())
     return digest.hexdigest()[:10]
@@ -221,7 +223,7 @@ def _compile_all(compiler: str, arch: str, jobs: list[tuple[Path, list[str]]], i
 
 def _link(compiler: str, arch: str, library: Path, objects: list[Path], libs: list[str]) -> None:
     library.parent.mkdir(parents=True, exist_ok=True)
-    command = [compiler, "-shared", "-o", str(library), *map(str, objects), *libs, *SYSTEM_LIBS,
+    command = [compiler, "-shared", "-o", str(library), *map(str, objects), *libs, *SYSTEM_LIBS, *ARCH_LIBS.get(arch, ()),
                f"-Wl,-soname,{library.name}", "-Wl,--no-undefined"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
