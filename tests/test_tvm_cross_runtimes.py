@@ -224,3 +224,15 @@ def test_sdist_download_failure_says_to_check_the_network(tmp_path, monkeypatch)
                                              r"runtime .*; check the network to PyPI"):
         _ffi_sdist(tmp_path / "cache")
     assert list((tmp_path / "cache" / "sources").iterdir()) == []
+
+
+def test_manifests_from_before_the_abi_fields_still_load() -> None:
+    import dataclasses
+
+    from prunec.compile import _manifest_preset
+
+    stored = dataclasses.asdict(load_preset("armv7"))
+    for field in ("llvm_abi", "llvm_float_abi"):  # what an older prunec wrote lacks them
+        del stored[field]
+    preset = _manifest_preset({"target_preset": stored})
+    assert preset.llvm_float_abi == "" and preset.arch == "armv7"
