@@ -103,7 +103,9 @@ def runtime_root(arch: str, compiler: str = "") -> Path:
 def _built_runtime(arch: str, compiler: str) -> Path:
     from prunec.targets import tvm_runtime_build
 
-    root = cache_dir() / "runtimes" / arch / f"{_versions_tag()}_src-{tvm_runtime_build.recipe_hash()}"
+    # Keyed by compiler too: the runner links the libraries' C++ API, so both need the same C++ ABI.
+    folder = f"{_versions_tag()}_{Path(compiler).name}_src-{tvm_runtime_build.recipe_hash()}"
+    root = cache_dir() / "runtimes" / arch / folder
     if (root / ".complete").is_file():
         return root
     if root.exists():  # a build that died before its rename never leaves this; someone else's folder

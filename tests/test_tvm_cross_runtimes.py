@@ -207,7 +207,7 @@ def test_unfinished_cache_folder_is_never_used(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setenv("PRUNEC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("PRUNEC_TVM_RUNTIME_ARMV7", raising=False)
-    tag = f"{tvm_runtime._versions_tag()}_src-{tvm_runtime_build.recipe_hash()}"
+    tag = f"{tvm_runtime._versions_tag()}_arm-linux-gnueabihf-g++_src-{tvm_runtime_build.recipe_hash()}"
     half = tmp_path / "runtimes" / "armv7" / tag
     (half / "tvm" / "lib").mkdir(parents=True)
     with pytest.raises(ToolchainError, match=r"has no \.complete marker; delete it"):
