@@ -12,8 +12,8 @@ fails here rather than at load time under the emulator. The wheel ships ``includ
 not the ``tvm/support`` headers its runtime sources include; ``runtime/tvm_compat`` supplies them.
 
 Sources are data: :data:`FFI_SOURCES` is the ``tvm_ffi_shared`` list of tvm-ffi's CMakeLists (core +
-extra C++ API, as in the wheel's library; no libbacktrace, whose autotools build does not cross
-compile), :data:`RUNTIME_SOURCES` what the Relax VM and the runner need, and
+extra C++ API, as in the wheel's library; without libbacktrace, an autotools build that only makes
+stack traces nicer), :data:`RUNTIME_SOURCES` what the Relax VM and the runner need, and
 :data:`RUNTIME_EXCLUDED` what the wheel ships but is left out, with the reason.
 """
 
@@ -52,6 +52,7 @@ FFI_SOURCES = (
     "extra/env_context.cc", "extra/env_c_api.cc",
 )
 # What tvm-ffi's CMake defines for those objects (TVM_FFI_USE_LIBBACKTRACE=OFF: see the docstring).
+# Compiled directly rather than with its CMake: that needs CMake >= 3.26, newer than Debian 12's.
 FFI_DEFINES = ("TVM_FFI_EXPORTS", "TVM_FFI_USE_LIBBACKTRACE=0", "TVM_FFI_BACKTRACE_ON_SEGFAULT=1")
 FFI_FLAGS = ("-fvisibility=hidden", "-fvisibility-inlines-hidden")
 
