@@ -227,8 +227,8 @@ def _compile_all(compiler: str, arch: str, jobs: list[tuple[Path, list[str]]], i
 
 def _link(compiler: str, arch: str, library: Path, objects: list[Path], libs: list[str]) -> None:
     library.parent.mkdir(parents=True, exist_ok=True)
-    command = [compiler, "-shared", "-o", str(library), *map(str, objects), *libs, *SYSTEM_LIBS, *ARCH_LIBS.get(arch, ()),
-               f"-Wl,-soname,{library.name}", "-Wl,--no-undefined"]
+    command = [compiler, "-shared", "-o", str(library), *map(str, objects), *libs, *SYSTEM_LIBS,
+               *ARCH_LIBS.get(arch, ()), f"-Wl,-soname,{library.name}", "-Wl,--no-undefined"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if "undefined" in line or "error" in line]

@@ -135,7 +135,8 @@ def test_cli_compiles_runs_and_benches_a_pruned_model(runtime, tmp_path) -> None
     assert f"qemu-{'arm' if arch == 'armv7' else arch}" in manifest["latency"]["where"]
     x = np.random.default_rng(0).standard_normal(manifest["inputs"][0]["shape"]).astype(np.float32)
     np.savez(tmp_path / "x.npz", x)
-    result = cli.invoke(app, ["run", str(out), "--inputs", str(tmp_path / "x.npz"), "--output", str(tmp_path / "y.npz")])
+    result = cli.invoke(app, ["run", str(out), "--inputs", str(tmp_path / "x.npz"),
+                              "--output", str(tmp_path / "y.npz")])
     assert result.exit_code == 0, result.output
     logits = np.load(tmp_path / "y.npz")[manifest["outputs"][0]["name"]]
     np.testing.assert_array_equal(logits, load_runner(out)[1]([x])[0])
