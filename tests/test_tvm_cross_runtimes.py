@@ -26,6 +26,9 @@ pytest.importorskip("tvm", reason="the tvm backend needs apache-tvm: pip install
 
 # arch -> (preset, ELF e_machine, ELF class byte: 1 = 32-bit, 2 = 64-bit)
 CROSS = {"armv7": ("armv7", 40, 1), "riscv64": ("riscv64", 243, 2)}
+# arch -> (offset of e_flags in the ELF header, the float-ABI bit the cross toolchain's libraries have):
+# EF_ARM_ABI_FLOAT_HARD and EF_RISCV_FLOAT_ABI_DOUBLE, what the presets' float_abi / abi ask LLVM for.
+FLOAT_ABI_FLAG = {"armv7": (0x24, 0x400), "riscv64": (0x30, 0x4)}
 # float32 end to end: same ops as PyTorch, only summation order and FMA contraction differ (measured
 # ~2e-7 on this model); 1e-5 still catches a wrong kernel, layout or weight by orders of magnitude.
 TOLERANCE = 1e-5
@@ -109,8 +112,10 @@ def test_artefact_runs_under_qemu_and_matches_pytorch(runtime, program, tmp_path
     backend, preset = get_backend("tvm"), load_preset(preset_name)
     assert backend.missing(preset) is None
     artifact = backend.compile(exported, [x], preset, tmp_path, CompileOptions(tuning="dlight"))
-    header = (tmp_path / "model.so").read_bytes()[:20]
+    header = (tmp_path / "model.so").read_bytes()[:64]
     assert int.from_bytes(header[18:20], "little") == machine
+    offset, flag = FLOAT_ABI_FLAG[arch]
+    assert int.from_bytes(header[offset:offset + 4], "little") & flag
     assert preset.emulator in artifact.details["runs_on"]
     runner = backend.runner(tmp_path, {"threads": 1, "backend_details": artifact.details}, preset)
     outputs, times = runner.run([x], repeat=2)
