@@ -38,6 +38,9 @@ class TargetPreset:
     sysroot: str
     width_multiple: int
     source: str = ""
+    # Defaults so manifests written before these existed still load.
+    llvm_abi: str = ""  # LLVM target ABI (riscv64: lp64d, what Debian's toolchain links); "" = LLVM's default
+    llvm_float_abi: str = ""  # "hard"/"soft" (32-bit ARM: must match the cross compiler's libraries)
 
     @property
     def is_host(self) -> bool:
@@ -49,6 +52,10 @@ class TargetPreset:
         target: dict[str, Any] = {"kind": "llvm", "mtriple": self.llvm_triple, "mcpu": self.llvm_cpu}
         if self.llvm_features:
             target["mattr"] = list(self.llvm_features)
+        if self.llvm_abi:
+            target["mabi"] = self.llvm_abi
+        if self.llvm_float_abi:
+            target["mfloat-abi"] = self.llvm_float_abi
         return target
 
 
@@ -88,6 +95,7 @@ def load_preset(name_or_path: str | Path) -> TargetPreset:
             name=str(data["name"]), description=str(data.get("description", "")), arch=str(data["arch"]),
             llvm_triple=str(llvm["triple"]), llvm_cpu=str(llvm.get("cpu", "generic")),
             llvm_features=tuple(llvm.get("features", ())),
+            llvm_abi=str(llvm.get("abi", "")), llvm_float_abi=str(llvm.get("float_abi", "")),
             ort_platform=str(ort.get("platform", "")),
             ort_optimization_level=str(ort.get("optimization_level", "extended")),
             ort_format=bool(ort.get("ort_format", False)),

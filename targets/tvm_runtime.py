@@ -4,14 +4,21 @@ The runner (``runtime/runner.cc``) only uses the tvm-ffi C++ API. It is compiled
 architecture against that architecture's TVM runtime and cached under the user cache directory
 (``$PRUNEC_CACHE_DIR`` or ``~/.cache/prunec``)::
 
-    runtimes/<arch>/tvm/lib/libtvm_runtime.so      from the apache-tvm wheel
-    runtimes/<arch>/tvm_ffi/lib/libtvm_ffi.so      from the apache-tvm-ffi wheel (+ tvm_ffi/include)
-    runtimes/<arch>/runner-<source hash>           the runner binary
+    runtimes/<arch>/<versions>/tvm/lib/libtvm_runtime.so    the TVM runtime
+    runtimes/<arch>/<versions>/tvm_ffi/lib/libtvm_ffi.so     tvm-ffi (+ tvm_ffi/include)
+    runtimes/<arch>/<versions>/runner-<source hash>          the runner binary
+    runtimes/<arch>/<versions>/.complete                     written last: a folder without it is never used
 
-For the host the installed wheels are used directly. For aarch64 the manylinux aarch64 wheels of
-the installed versions are fetched with ``pip download``. TVM publishes no armv7 or riscv64 wheels:
-for those a user builds ``libtvm_runtime`` from source and points ``PRUNEC_TVM_RUNTIME_<ARCH>`` at a
-folder of the layout above.
+Where the runtime comes from, per architecture:
+
+- the host: the installed apache-tvm / apache-tvm-ffi wheels, used in place;
+- aarch64: the manylinux aarch64 wheels of the installed versions, fetched with ``pip download``;
+- armv7, riscv64 (TVM publishes no wheels): built from source on first use with the preset's cross
+  compiler (a few minutes, once; see :mod:`.tvm_runtime_build`): tvm-ffi from its sdist, the TVM
+  runtime from the sources the installed apache-tvm wheel ships.
+
+``PRUNEC_TVM_RUNTIME_<ARCH>`` (e.g. ``PRUNEC_TVM_RUNTIME_ARMV7``) overrides all of this with a folder
+of the ``tvm/lib``, ``tvm_ffi/lib``, ``tvm_ffi/include`` layout, e.g. a runtime built on the device.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ WHEEL_MEMBERS = {
     "apache-tvm": ("tvm/lib/libtvm_runtime.so",),
     "apache-tvm-ffi": ("tvm_ffi/lib/libtvm_ffi.so", "tvm_ffi/include/"),
 }
+# Architectures without a wheel whose runtime is built from source, and the compiler used when the
+# caller names none (the built-in presets' cross compilers).
+BUILT_FROM_SOURCE = {"armv7": "arm-linux-gnueabihf-g++", "riscv64": "riscv64-linux-gnu-g++"}
 RUNNER_TIMEOUT_S = 600
 
 
@@ -54,16 +64,21 @@ def _override_var(arch: str) -> str:
 
 
 def runtime_unavailable(arch: str) -> str | None:
-    """Why no TVM runtime for ``arch`` can be had here (None when it is cached, installed or fetchable)."""
-    if os.environ.get(_override_var(arch)) or arch == host_arch() or arch in WHEEL_PLATFORMS:
+    """Why no TVM runtime for ``arch`` can be had here (None when it is installed, fetchable or buildable)."""
+    if (os.environ.get(_override_var(arch)) or arch == host_arch() or arch in WHEEL_PLATFORMS
+            or arch in BUILT_FROM_SOURCE):
         return None
-    return (f"TVM publishes no {arch} runtime wheel, so the {arch} artefact cannot be run here: build "
-            f"libtvm_runtime for {arch} from the apache-tvm 0.27 sources and set {_override_var(arch)} to a folder "
-            f"holding tvm/lib/libtvm_runtime.so, tvm_ffi/lib/libtvm_ffi.so and tvm_ffi/include")
+    return (f"TVM publishes no {arch} runtime wheel and prunec cannot build one, so the {arch} artefact cannot be "
+            f"run here: build libtvm_runtime for {arch} and set {_override_var(arch)} to a folder holding "
+            f"tvm/lib/libtvm_runtime.so, tvm_ffi/lib/libtvm_ffi.so and tvm_ffi/include")
 
 
-def runtime_root(arch: str) -> Path:
-    """A folder with ``tvm/lib``, ``tvm_ffi/lib`` and ``tvm_ffi/include`` for ``arch`` (fetched if needed)."""
+def runtime_root(arch: str, compiler: str = "") -> Path:
+    """A folder with ``tvm/lib``, ``tvm_ffi/lib`` and ``tvm_ffi/include`` for ``arch``.
+
+    Fetched (aarch64) or built with ``compiler`` (armv7, riscv64; default: :data:`BUILT_FROM_SOURCE`)
+    on first use, then cached.
+    """
     override = os.environ.get(_override_var(arch))
     if override:
         root = Path(override)
@@ -77,9 +92,28 @@ def runtime_root(arch: str) -> Path:
     reason = runtime_unavailable(arch)
     if reason:
         raise ToolchainError(reason)
+    if arch in BUILT_FROM_SOURCE:
+        return _built_runtime(arch, compiler or BUILT_FROM_SOURCE[arch])
     root = cache_dir() / "runtimes" / arch / _versions_tag()
     if not (root / ".complete").is_file():
         _fetch_wheels(arch, root)
+    return root
+
+
+def _built_runtime(arch: str, compiler: str) -> Path:
+    from prunec.targets import tvm_runtime_build
+
+    # Keyed by compiler too: the runner links the libraries' C++ API, so both need the same C++ ABI.
+    folder = f"{_versions_tag()}_{Path(compiler).name}_src-{tvm_runtime_build.recipe_hash()}"
+    root = cache_dir() / "runtimes" / arch / folder
+    if (root / ".complete").is_file():
+        return root
+    if root.exists():  # a build that died before its rename never leaves this; someone else's folder
+        raise ToolchainError(f"{root} exists but has no .complete marker; delete it so prunec can rebuild it")
+    print(f"prunec: building the TVM runtime for {arch} from source with {compiler} (once; takes minutes), "
+          f"cached in {root}", file=sys.stderr, flush=True)
+    tvm_runtime_build.build_runtime(arch, compiler, root, cache_dir())
+    _check_layout(root, f"the {arch} runtime built in {root}")
     return root
 
 
@@ -130,7 +164,7 @@ def _fetch_wheels(arch: str, root: Path) -> None:
 
 def runner_binary(arch: str, compiler: str) -> Path:
     """The C++ runner for ``arch``, compiled with ``compiler`` on first use and cached by source hash."""
-    root = runtime_root(arch)
+    root = runtime_root(arch, compiler)
     source = resources.files("prunec.targets") / "runtime" / "runner.cc"
     text = source.read_bytes()
     binary = root / f"runner-{hashlib.sha256(text + compiler.encode()).hexdigest()[:12]}"
@@ -160,7 +194,7 @@ class CppRunner:
                  threads: int = 0) -> None:
         self.library = Path(library).resolve()
         self.binary = runner_binary(arch, compiler)
-        root = runtime_root(arch)
+        root = runtime_root(arch, compiler)
         self.prefix = [emulator, "-L", sysroot] if emulator and sysroot else [emulator] if emulator else []
         self.env = dict(os.environ)
         # The rpath covers the runner; LD_LIBRARY_PATH also lets the emulated loader find the libraries.

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -31,7 +32,12 @@ namespace ffi = tvm::ffi;
 namespace {
 
 struct CPUAlloc {
-  void AllocData(DLTensor* t) { t->data = std::malloc(ffi::GetDataSize(*t) + 64); }
+  // TVM's kernels assume 64-byte aligned buffers (kAllocAlignment) and emit aligned vector loads;
+  // malloc guarantees only 8 bytes on 32-bit ARM, where a misaligned input is a bus error.
+  void AllocData(DLTensor* t) {
+    if (posix_memalign(&t->data, kAlignment, ffi::GetDataSize(*t) + kAlignment) != 0) throw std::bad_alloc();
+  }
+  static constexpr size_t kAlignment = 64;
   void FreeData(DLTensor* t) { std::free(t->data); }
 };
 
