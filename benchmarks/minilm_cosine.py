@@ -81,9 +81,16 @@ def main() -> None:
                                               allocation="sensitivity",
                                               sensitivity=SensitivityConfig(batches=args.sensitivity_batches)
                                               if args.sensitivity_batches else None),
-        # Distillation of the hidden states (MSE) on the calibration lines, 64 AdamW steps.
+        # Distillation of the hidden states (relative MSE) on the calibration lines: the first recipe
+        # tried (64 AdamW steps of one line each), then RecoveryConfig's defaults (150 steps of 8 lines).
+        "fluctuation-recon-recover64": dict(importance="fluctuation", calibration=calib, reconstruct=True,
+                                            recover=RecoveryConfig(steps=64, lr=1e-4, batch_size=1)),
         "fluctuation-recon-recover": dict(importance="fluctuation", calibration=calib, reconstruct=True,
-                                          recover=RecoveryConfig(steps=64, lr=1e-4, batch_size=1)),
+                                          recover=RecoveryConfig()),
+        "fluctuation-recon-sensitivity-recover": dict(importance="fluctuation", calibration=calib, reconstruct=True,
+                                                      allocation="sensitivity", recover=RecoveryConfig(),
+                                                      sensitivity=SensitivityConfig(batches=args.sensitivity_batches)
+                                                      if args.sensitivity_batches else None),
     }
     for name in args.methods.split(","):
         options = methods[name]

@@ -71,6 +71,10 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
     if config.steps < 1 or config.batch_size < 1:
         raise ConfigError(f"recovery needs steps >= 1 and batch size >= 1, got {config.steps} and {config.batch_size}")
     device = resolve_device(config.device)
+    # The pruned graph keeps the original's untouched tensors (norms, embeddings, unpruned
+    # projections) as the very same Parameters: training them in place would move the teacher
+    # along with the student and change the caller's original model.
+    own_parameters(student, teacher)
     homes = module_device(student), module_device(teacher)
     move_module(student, device)
     move_module(teacher, device)
@@ -123,6 +127,29 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
         move_module(student, homes[0])
         move_module(teacher, homes[1])
     return losses
+
+
+def own_parameters(student: torch.nn.Module, teacher: torch.nn.Module) -> int:
+    """Give ``student`` its own copy of every parameter whose storage it shares with ``teacher``
+    (in place; ties inside the student are kept); returns how many parameters were copied."""
+    shared = {_storage_key(t) for t in [*teacher.parameters(), *teacher.buffers()]}
+    replaced: dict[int, torch.nn.Parameter] = {}  # id of an old Parameter -> its copy (keeps ties)
+    copies: dict[tuple, torch.Tensor] = {}         # an aliased view -> its copied data
+    for module in student.modules():
+        for name, param in list(module._parameters.items()):
+            if param is None or (id(param) not in replaced and _storage_key(param) not in shared):
+                continue
+            if id(param) not in replaced:
+                view = (_storage_key(param), param.storage_offset(), tuple(param.shape), param.stride())
+                if view not in copies:
+                    copies[view] = param.detach().clone()
+                replaced[id(param)] = torch.nn.Parameter(copies[view], requires_grad=param.requires_grad)
+            module._parameters[name] = replaced[id(param)]
+    return len(replaced)
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple:
+    return tensor.device.type, tensor.untyped_storage().data_ptr()
 
 
 def _window_order(n: int, count: int, seed: int) -> list[int]:

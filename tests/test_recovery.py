@@ -14,7 +14,7 @@ import prunec
 from prunec.cli import app
 from prunec.devices import move_module, resolve_device
 from prunec.errors import ConfigError
-from prunec.recovery import RecoveryConfig, _window_order, distill
+from prunec.recovery import RecoveryConfig, _window_order, distill, own_parameters
 from prunec.trace import trace
 from tests.models import ALL_CASES
 from tests.test_calibration_methods import randomize_
@@ -53,6 +53,42 @@ def test_accumulating_windows_lowers_the_distillation_loss() -> None:
     losses = distill(student, model, batches, RecoveryConfig(steps=25, lr=3e-3, batch_size=3, device="cpu"))
     assert len(losses) == 25
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("case", ["bert", "llama_tied"])
+def test_recovery_leaves_the_original_model_untouched(case) -> None:
+    # The pruned graph holds the original's untouched tensors as the same Parameters; distillation
+    # must train copies, or the teacher moves with the student and the caller's model changes.
+    model, args, _ = ALL_CASES[case]()
+    randomize_(model)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 96, args[0].shape, generator=g),) for _ in range(4)]
+    result = prunec.prune(model, args, ratio=0.5, kinds=("channels",), calibration=batches, importance="activation",
+                          recover=RecoveryConfig(steps=5, lr=1e-2, batch_size=2, device="cpu"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    original = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert not any(p.untyped_storage().data_ptr() in original for p in result.module.parameters())
+    # Training did change the pruned model's copies of the formerly shared tensors.
+    pruned = dict(result.module.named_parameters())
+    assert any(name in pruned and pruned[name].shape == v.shape and not torch.equal(pruned[name], v)
+               for name, v in before.items())
+
+
+def test_own_parameters_keeps_ties_inside_the_student() -> None:
+    model, args, _ = ALL_CASES["llama_tied"]()
+    student = prunec.prune(model, args, ratio=0.5, kinds=("channels",)).module
+    ptrs = {}
+    for name, p in student.named_parameters(remove_duplicate=False):
+        ptrs.setdefault(p.untyped_storage().data_ptr(), []).append(name)
+    groups_before = sorted(sorted(v) for v in ptrs.values() if len(v) > 1)
+    assert ["lm_head.weight", "model.embed_tokens.weight"] in groups_before  # the tied embedding
+    assert own_parameters(student, model) > 0
+    ptrs = {}
+    for name, p in student.named_parameters(remove_duplicate=False):
+        ptrs.setdefault(p.untyped_storage().data_ptr(), []).append(name)
+    assert sorted(sorted(v) for v in ptrs.values() if len(v) > 1) == groups_before
 
 
 def test_a_traced_graph_moves_with_its_device_arguments() -> None:
