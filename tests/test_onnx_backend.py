@@ -107,3 +107,19 @@ def test_static_int8_without_calibration_is_a_toolchain_error(tmp_path) -> None:
     program, inputs, _ = _export("residual_mlp")
     with pytest.raises(ToolchainError, match="calibration"):
         _compile(program, inputs, "x86-64", tmp_path, quantize="static")
+
+
+
+@pytest.mark.parametrize(("threads", "cores", "passive"), [(2, 2, True), (0, 16, True), (4, 2, True), (2, 16, False)])
+def test_runner_threads_wait_passively_when_they_take_every_core(monkeypatch, threads, cores, passive) -> None:
+    from prunec.targets import onnx_backend
+
+    monkeypatch.setattr(onnx_backend, "_usable_cores", lambda: cores)
+    options = onnx_backend.runner_session_options(load_preset("x86-64"), threads)
+    key = "session.intra_op.allow_spinning"
+    if passive:
+        assert options.get_session_config_entry(key) == "0"
+    else:  # ORT's default (spinning) stays: the entry is not set at all
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            options.get_session_config_entry(key)
+    assert options.intra_op_num_threads == threads
