@@ -59,6 +59,21 @@ class TargetPreset:
         return target
 
 
+def missing_host_features(preset: TargetPreset, cpuinfo: str | None = None) -> list[str]:
+    """The preset's x86 LLVM features (``+avx512f``) this host's CPU lacks; empty when it has them all
+    or when that cannot be read here (only Linux x86 hosts are checked: /proc/cpuinfo flags)."""
+    if preset.arch != "x86_64" or host_arch() != "x86_64":
+        return []
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    line = next((ln for ln in cpuinfo.splitlines() if ln.startswith("flags")), "")
+    flags = set(line.partition(":")[2].split())
+    return [f[1:] for f in preset.llvm_features if f.startswith("+") and f[1:].lower() not in flags]
+
+
 def host_arch() -> str:
     machine = platform.machine().lower()
     return {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "armv7"}.get(machine, machine)

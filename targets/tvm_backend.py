@@ -26,7 +26,7 @@ import torch
 
 from prunec.errors import ConfigError, ToolchainError
 from prunec.targets.backend import Artifact, CompileOptions, Runner, TensorSpec, io_names, register_backend
-from prunec.targets.preset import TargetPreset, host_arch
+from prunec.targets.preset import TargetPreset, host_arch, missing_host_features
 
 LIBRARY_FILE = "model.so"
 TUNINGS = ("none", "dlight", "metaschedule")
@@ -68,6 +68,10 @@ class TvmBackend:
         if importlib.util.find_spec("tvm") is None or importlib.util.find_spec("tvm_ffi") is None:
             return "the tvm backend needs apache-tvm: pip install 'prunec[tvm]'"
         if preset.is_host:
+            lacking = missing_host_features(preset)
+            if lacking:  # the library would die of an illegal instruction when verified
+                return (f"this host's CPU lacks {', '.join(lacking)}, which target {preset.name} compiles for; "
+                        f"choose a target this CPU runs (x86-64 for AVX2), or --backend onnx")
             # export_library links the host library with $CXX (TVM's default: g++).
             return missing_tool(os.environ.get("CXX", "g++"))
         from prunec.targets import tvm_runtime

@@ -13,7 +13,7 @@ from prunec.targets.preset import host_arch, list_presets, load_preset
 
 runner = CliRunner()
 
-BUILT_IN = {"x86-64": "x86_64", "rpi4": "aarch64", "rpi5": "aarch64", "jetson-orin-cpu": "aarch64",
+BUILT_IN = {"x86-64": "x86_64", "x86-64-avx512": "x86_64", "rpi4": "aarch64", "rpi5": "aarch64", "jetson-orin-cpu": "aarch64",
             "android-arm64": "aarch64", "armv7": "armv7", "riscv64": "riscv64"}
 
 MY_BOARD = """
@@ -95,3 +95,27 @@ def test_targets_command_lists_and_shows() -> None:
     assert result.exit_code == 0 and "jetson-orin-cpu" in result.stdout
     result = runner.invoke(app, ["targets", "--show", "pdp-11"])
     assert result.exit_code == TargetError.exit_code == 8 and "unknown target 'pdp-11'" in result.output
+
+
+def test_host_cpu_features_are_checked_for_x86_presets() -> None:
+    from prunec.targets.preset import missing_host_features
+
+    avx512 = load_preset("x86-64-avx512")
+    if host_arch() != "x86_64":
+        assert missing_host_features(avx512, "flags\t: fpu sse2") == []  # nothing to check off x86
+        return
+    assert missing_host_features(avx512, "flags\t: fpu sse2 avx2 fma") == ["avx512f", "avx512bw", "avx512dq", "avx512vl"]
+    assert missing_host_features(avx512, "flags\t: avx2 fma avx512f avx512bw avx512dq avx512vl") == []
+    assert missing_host_features(load_preset("rpi4"), "flags\t: sse2") == []  # not an x86 preset
+
+
+def test_tvm_refuses_a_host_preset_whose_features_this_cpu_lacks(monkeypatch) -> None:
+    pytest.importorskip("tvm", reason="the tvm backend needs apache-tvm")
+    if host_arch() != "x86_64":
+        pytest.skip("x86 feature check; this host is not x86_64")
+    from prunec.targets import tvm_backend
+    from prunec.targets.backend import get_backend
+
+    monkeypatch.setattr(tvm_backend, "missing_host_features", lambda preset: ["avx512f"])
+    reason = get_backend("tvm").missing(load_preset("x86-64-avx512"))
+    assert reason and "lacks avx512f" in reason and "x86-64" in reason
