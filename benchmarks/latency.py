@@ -269,7 +269,7 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     start = time.perf_counter()
     base = prune_and_export(loaded, replace(job, prune=PruneJob(ratio=0.0).resolved()), preset)
     pruned = prune_and_export(loaded, replace(job, prune=PruneJob(budget="params=0.8", calib=calib,
-                                                                  calib_seq_len=512).resolved()), preset)
+                                                                  calib_seq_len=512, calib_samples=32).resolved()), preset)
     print(f"  pruned (calibrated) + exported in {time.perf_counter() - start:.1f}s", flush=True)
     results: dict[str, Any] = {"target": preset.name}
     modes = [m for m in args.int8_modes.split(",") if m]
