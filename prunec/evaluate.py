@@ -52,23 +52,33 @@ def perplexity(model: Callable[..., Any], ids: torch.Tensor, window: int = 512, 
 
 
 @torch.no_grad()
-def sentence_embeddings(model: Callable[..., Any], tokenizer: Any, sentences: list[str]) -> torch.Tensor:
-    """Mean-pooled last hidden states (the sentence-transformers recipe), one sentence at a time."""
+def sentence_embeddings(model: Callable[..., Any], tokenizer: Any, sentences: list[str],
+                        fixed_len: int | None = None) -> torch.Tensor:
+    """Mean-pooled last hidden states (the sentence-transformers recipe), one sentence at a time.
+
+    ``fixed_len``: pad or truncate every sentence to this many tokens (an exported ``.pt2`` program
+    has the static sequence length it was traced with); the mean then covers the real tokens only.
+    """
     out = []
     for s in sentences:
-        enc = tokenizer(s, return_tensors="pt")
+        if fixed_len:
+            enc = tokenizer(s, return_tensors="pt", padding="max_length", truncation=True, max_length=fixed_len)
+        else:
+            enc = tokenizer(s, return_tensors="pt")
         result = model(enc.input_ids)
         hidden = result.last_hidden_state if hasattr(result, "last_hidden_state") else result[0]
-        out.append(hidden[0].mean(0))
+        mask = enc.attention_mask[0].to(hidden.dtype)[:, None]
+        out.append((hidden[0] * mask).sum(0) / mask.sum().clamp_min(1))
     return torch.stack(out)
 
 
-def mean_embedding_cosine(base: Callable[..., Any], pruned: Callable[..., Any], tokenizer: Any, sentences: list[str]) -> float:
-    """Mean cosine similarity between the two models' sentence embeddings."""
+def mean_embedding_cosine(base: Callable[..., Any], pruned: Callable[..., Any], tokenizer: Any, sentences: list[str],
+                          fixed_len: int | None = None) -> float:
+    """Mean cosine similarity between the two models' sentence embeddings (see :func:`sentence_embeddings`)."""
     if not sentences:
         raise ConfigError("no sentences to embed")
-    a = sentence_embeddings(base, tokenizer, sentences)
-    b = sentence_embeddings(pruned, tokenizer, sentences)
+    a = sentence_embeddings(base, tokenizer, sentences, fixed_len)
+    b = sentence_embeddings(pruned, tokenizer, sentences, fixed_len)
     return float(F.cosine_similarity(a, b, dim=1).mean())
 
 

@@ -169,3 +169,34 @@ def test_prune_with_recovery(tmp_path) -> None:
 def test_recover_without_calibration_is_refused(tmp_path) -> None:
     result = runner.invoke(app, ["prune", "models:llama_gqa", "--recover", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--recover needs calibration data" in result.output
+
+
+def test_check_cosine_feeds_a_static_pt2_its_traced_length(tmp_path) -> None:
+    # Pruned heads cannot be written back to a BERT config, so the encoder is a .pt2 with the
+    # sequence length it was traced with; sentences of other lengths are padded/truncated to it.
+    from tokenizers import Tokenizer, models as tk_models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "[PAD]"] + [f"w{i}" for i in range(94)])}
+    tok = Tokenizer(tk_models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=96, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(tmp_path / "base")
+    fast.save_pretrained(tmp_path / "base")
+    out = tmp_path / "pruned"
+    pruned = runner.invoke(app, ["prune", str(tmp_path / "base"), "--ratio", "0.5", "--kinds", "channels,heads",
+                                 "--seq-len", "16", "-o", str(out)])
+    assert pruned.exit_code == 0, pruned.output
+    assert (out / "model.pt2").is_file() and not (out / "hf").exists()
+    text = tmp_path / "sentences.txt"
+    text.write_text("\n".join(" ".join(f"w{(i * 7 + j) % 94}" for j in range(3 + 5 * i)) for i in range(6)))
+    ok = runner.invoke(app, ["check", str(tmp_path / "base"), str(out / "model.pt2"), "--data", str(text),
+                             "--metric", "cosine", "--min-cosine", "-1", "--json"])
+    assert ok.exit_code == 0, ok.output
+    value = json.loads(ok.stdout)["value"]
+    assert -1.0 <= value < 0.99999  # half the units are gone: not the base's embeddings
+    bad = runner.invoke(app, ["check", str(tmp_path / "base"), str(out / "model.pt2"), "--data", str(text),
+                              "--metric", "cosine", "--min-cosine", "0.99999"])
+    assert bad.exit_code == 7 and "regressed" in bad.output

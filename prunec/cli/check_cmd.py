@@ -51,7 +51,10 @@ def check(
             limit = f"ratio <= {max_ratio}"
         elif metric == "cosine":
             lines = [l for l in data.read_text(encoding="utf-8").splitlines() if l.strip()][:windows]
-            base_value = pruned_value = ratio_value = mean_embedding_cosine(ref.model, cand.model, tokenizer, lines)
+            # A .pt2 program has the static sequence length it was traced with.
+            fixed_len = cand.args[0].shape[-1] if pruned.endswith(".pt2") else None
+            base_value = pruned_value = ratio_value = mean_embedding_cosine(ref.model, cand.model, tokenizer, lines,
+                                                                            fixed_len)
             ok = ratio_value >= min_cosine
             limit = f"cosine >= {min_cosine}"
         elif metric == "accuracy":
