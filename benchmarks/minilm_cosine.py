@@ -3,8 +3,10 @@
 Protocol: 30% of the units of every FFN (`channels`) and attention (`heads`) group removed (uniform
 per group; the hidden size is the encoder's output and stays). Calibration: the first N lines of
 wiki.valid.tokens with at least 8 words, tokenised to 64 tokens each. Evaluation: the first 200
-non-heading lines of wiki.test.raw with at least 8 words, truncated to 64 tokens. Embedding =
-mean-pooled last hidden state (the sentence-transformers recipe); reported: mean cosine similarity.
+non-heading lines of wiki.test.raw with at least 8 words, padded/truncated to 64 tokens. Embedding =
+last hidden state mean-pooled over the real tokens (the sentence-transformers recipe; before
+2026-11-23 the mean also covered the padding, which ``--pool-padding`` reproduces); reported: mean
+cosine similarity.
 
     python benchmarks/minilm_cosine.py --data ../shared/data/wikitext2
 """
@@ -38,12 +40,18 @@ def _lines(path: Path, n: int) -> list[str]:
 
 
 @torch.no_grad()
-def embed(model, batches) -> torch.Tensor:
+def embed(model, batches, pad_id: int | None = None) -> torch.Tensor:
+    """Mean-pooled last hidden states: over the real tokens when ``pad_id`` is given (the
+    sentence-transformers recipe), else over all SEQ positions, padding included (the first protocol)."""
     out = []
     for (ids,) in batches:
         hidden = model(ids)
         hidden = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden[0]
-        out.append(hidden.mean(1))
+        if pad_id is None:
+            out.append(hidden.mean(1))
+        else:
+            mask = (ids != pad_id).to(hidden.dtype)[..., None]
+            out.append((hidden * mask).sum(1) / mask.sum(1).clamp_min(1))
     return torch.cat(out)
 
 
@@ -56,6 +64,8 @@ def main() -> None:
                         "fluctuation-recon-sensitivity,obs-recon-uniform,fluctuation-recon-recover")
     parser.add_argument("--sensitivity-batches", type=int, default=None,
                         help="calibration batches per sensitivity probe (default: SensitivityConfig's)")
+    parser.add_argument("--pool-padding", action="store_true",
+                        help="mean over all 64 positions, padding included (the protocol before 2026-11-23)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     loaded = load_model("minilm-l6")
@@ -67,7 +77,8 @@ def main() -> None:
 
     calib = batches(_lines(args.data / "wiki.valid.tokens", args.calib_samples))
     test = batches(_lines(args.data / "wiki.test.raw", 200))
-    base = embed(loaded.model, test)
+    pad_id = None if args.pool_padding else tok.pad_token_id
+    base = embed(loaded.model, test, pad_id)
     example = test[0]
     print("| method | params removed | mean cosine | prune s |")
     print("|---|---|---|---|")
@@ -97,7 +108,7 @@ def main() -> None:
         t = time.perf_counter()
         result = prunec.prune(loaded.model, example, ratio=args.ratio, kinds=("channels", "heads"), **options)
         seconds = time.perf_counter() - t
-        cos = F.cosine_similarity(base, embed(result.module, test), dim=1).mean().item()
+        cos = F.cosine_similarity(base, embed(result.module, test, pad_id), dim=1).mean().item()
         print(f"| {name} | {result.removed_fraction:.1%} | {cos:.4f} | {seconds:.0f} |", flush=True)
 
 
