@@ -67,7 +67,8 @@ def sentence_embeddings(model: Callable[..., Any], tokenizer: Any, sentences: li
             enc = tokenizer(s, return_tensors="pt")
         result = model(enc.input_ids)
         hidden = result.last_hidden_state if hasattr(result, "last_hidden_state") else result[0]
-        mask = enc.attention_mask[0].to(hidden.dtype)[:, None]
+        real = getattr(enc, "attention_mask", None)  # tokenizers without one: every position is real
+        mask = (real[0] if real is not None else torch.ones(hidden.shape[1])).to(hidden.dtype)[:, None]
         out.append((hidden[0] * mask).sum(0) / mask.sum().clamp_min(1))
     return torch.stack(out)
 
