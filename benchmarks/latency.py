@@ -279,7 +279,6 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     variants += [(f"base {mode}", base, mode) for mode in base_modes]
     base_bytes = None
     timed: dict[str, Callable[[], Any]] = {}
-    timed_tokens: dict[str, int] = {}
     for name, program, quant in variants:
         out = scratch / f"smol-{name.replace(' ', '-')}"
         start = time.perf_counter()
@@ -306,13 +305,12 @@ def run_llm_int8(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         length = manifest["inputs"][0]["shape"][1]
         prefill = ids[None, :length if isinstance(length, int) else PREFILL].numpy()
         timed[name] = lambda run=run, prefill=prefill: run([prefill])
-        timed_tokens[name] = prefill.shape[1]
         results[name]["prefill_tokens"] = prefill.shape[1]
     # Prefill latency of every artefact, interleaved like the speed section (weight-only modes trade
     # size for MatMulNBits kernels: this says what they cost or gain in time).
     for name, ms in interleaved_medians(timed, args.rounds).items():
         results[name]["prefill_ms"] = round(ms, 1)
-        print(f"  {name}: prefill {timed_tokens[name]} tokens {ms:.1f} ms", flush=True)
+        print(f"  {name}: prefill {results[name]['prefill_tokens']} tokens {ms:.1f} ms", flush=True)
     if args.no_cli:
         return results
     seconds, cpu = cli_compile_seconds(

@@ -194,7 +194,7 @@ class CppRunner:
                  threads: int = 0) -> None:
         self.library = Path(library).resolve()
         self.binary = runner_binary(arch, compiler)
-        root = runtime_root(arch, compiler)
+        root = self.binary.parent  # runner_binary keeps the runner in its runtime's folder
         self.prefix = [emulator, "-L", sysroot] if emulator and sysroot else [emulator] if emulator else []
         self.env = dict(os.environ)
         # The rpath covers the runner; LD_LIBRARY_PATH also lets the emulated loader find the libraries.

@@ -41,8 +41,10 @@ def check(
         if tokenizer is None and metric != "accuracy":
             raise ConfigError("neither model has a tokenizer; check needs one to read the evaluation text")
         progress.update(task, description=f"evaluating {metric}")
+        # A .pt2 program has the static shapes it was traced with: feed it inputs of its length.
+        traced_len = cand.args[0].shape[-1] if pruned.endswith(".pt2") else None
         if metric == "ppl":
-            window = cand.args[0].shape[-1] if pruned.endswith(".pt2") else seq_len
+            window = traced_len or seq_len
             ids = tokenize_file(data, tokenizer)
             base_value = perplexity(ref.model, ids, window, windows)
             pruned_value = perplexity(cand.model, ids, window, windows)
@@ -51,18 +53,14 @@ def check(
             limit = f"ratio <= {max_ratio}"
         elif metric == "cosine":
             lines = [l for l in data.read_text(encoding="utf-8").splitlines() if l.strip()][:windows]
-            # A .pt2 program has the static sequence length it was traced with.
-            fixed_len = cand.args[0].shape[-1] if pruned.endswith(".pt2") else None
             base_value = pruned_value = ratio_value = mean_embedding_cosine(ref.model, cand.model, tokenizer, lines,
-                                                                            fixed_len)
+                                                                            traced_len)
             ok = ratio_value >= min_cosine
             limit = f"cosine >= {min_cosine}"
         elif metric == "accuracy":
-            # A .pt2 program has static shapes: feed it batches (and token lengths) of its traced size.
-            static = pruned.endswith(".pt2")
-            fixed_len = cand.args[0].shape[-1] if static and data.suffix == ".jsonl" else None
-            samples, labels = read_labelled(data, tokenizer, fixed_len)
-            batch = cand.args[0].shape[0] if static else 1
+            # ... and batches of its traced size (token lengths only matter for text, i.e. JSONL).
+            samples, labels = read_labelled(data, tokenizer, traced_len if data.suffix == ".jsonl" else None)
+            batch = cand.args[0].shape[0] if traced_len is not None else 1
             base_value = accuracy(ref.model, samples, labels, batch)
             pruned_value = accuracy(cand.model, samples, labels, batch)
             ratio_value = base_value - pruned_value
