@@ -24,6 +24,7 @@ from prunec.devices import resolve_device
 from prunec.errors import ConfigError, TraceError
 from prunec.evaluate import perplexity
 from prunec.metrics import count_flops
+from prunec.mixed_precision import check_precision
 from prunec.models import LoadedModel
 from prunec.prune import PruneResult, prune, validate_kinds, validate_ratio
 from prunec.recovery import RecoveryConfig, distill
@@ -57,6 +58,7 @@ class PruneJob:
     recover_data: Path | None = None  # text for the fine-tune; default: the calibration file
     recover_samples: int | None = None  # windows of it; default: as many as calibration
     device: str = "auto"             # where recovery trains: a CUDA GPU when present
+    recover_precision: str = "fp32"  # bf16: autocast matrix products (head and weights stay float32)
     lora_rank: int = 0
     drop_blocks: int = 0
     steps: int = 1
@@ -85,13 +87,13 @@ class PruneJob:
             raise ConfigError("--steps needs a --budget (e.g. --budget params=0.8)")
         if job.recover and not job.calib:
             raise ConfigError("--recover needs calibration data (--calib FILE)")
-        if (job.recover_data or job.recover_samples) and not job.recover:
-            raise ConfigError("--recover-data/--recover-samples apply to recovery: add --recover")
+        if (job.recover_data or job.recover_samples or job.recover_precision != "fp32") and not job.recover:
+            raise ConfigError("--recover-data/--recover-samples/--recover-precision apply to recovery: add --recover")
         if job.recover_samples is not None and job.recover_samples < 1:
             raise ConfigError(f"--recover-samples must be >= 1, got {job.recover_samples}")
         if job.recover_steps < 1 or job.recover_batch < 1:
             raise ConfigError("--recover-steps and --recover-batch must be >= 1")
-        resolve_device(job.device)  # a GPU asked for but absent fails before any work
+        check_precision(job.recover_precision, resolve_device(job.device))  # a GPU asked for but absent fails before any work
         if job.round_to < 1:
             raise ConfigError("round_to must be >= 1")
         if job.steps > 1 and job.round_to > 1:
@@ -219,11 +221,12 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         device = resolve_device(job.device)
         recovery = {"steps": job.recover_steps, "lr": job.recover_lr, "lora_rank": job.lora_rank,
                     "batch": job.recover_batch, "data": str(job.recover_data or job.calib),
-                    "windows": len(windows), "device": str(device)}
+                    "windows": len(windows), "device": str(device), "precision": job.recover_precision}
         config = RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr, lora_rank=job.lora_rank,
-                                batch_size=job.recover_batch, device=job.device)
+                                batch_size=job.recover_batch, device=job.device, precision=job.recover_precision)
         on_stage(f"recovering ({job.recover_steps} distillation steps of {job.recover_batch} on "
-                 f"{len(windows)} windows, {device}{', LoRA' if job.lora_rank else ''})")
+                 f"{len(windows)} windows, {device}{', LoRA' if job.lora_rank else ''}"
+                 f"{', bf16' if job.recover_precision == 'bf16' else ''})")
         result.recovery_losses = distill(result.module, loaded.model, windows, config, kwargs)
     on_stage("verifying")
     with torch.no_grad():

@@ -51,6 +51,8 @@ def prune_cmd(
     recover_samples: Optional[int] = typer.Option(None, help="Windows of --recover-data (or --calib) to distil on; default: --calib-samples."),
     device: str = typer.Option("auto", help="Where --recover trains: auto (a CUDA GPU when present), cpu, cuda[:N]."),
     lora_rank: int = typer.Option(0, help="With --recover: train rank-R LoRA adapters (merged afterwards) instead of all weights."),
+    recover_precision: str = typer.Option("fp32", help="With --recover: fp32, or bf16 (autocast matrix products, output "
+                                          "head and weights in float32; faster on CPUs with AMX/AVX-512 BF16 and on GPUs)."),
     steps: int = typer.Option(1, help="Reach the budget in this many steps, evaluating on held-out calibration data."),
     max_step_regression: float = typer.Option(1.5, help="Roll back a step whose held-out metric worsens by more than this factor."),
     ignore: list[str] = typer.Option([], help="Parameter name or module prefix to leave untouched (repeatable)."),
@@ -73,7 +75,7 @@ def prune_cmd(
                    calib_seq_len=calib_seq_len, reconstruct=reconstruct, bias_compensation=bias_compensation,
                    recover=recover, recover_steps=recover_steps, recover_lr=recover_lr, lora_rank=lora_rank,
                    recover_batch=recover_batch, recover_data=recover_data, recover_samples=recover_samples,
-                   device=device,
+                   device=device, recover_precision=recover_precision,
                    steps=steps, drop_blocks=drop_blocks, max_step_regression=max_step_regression,
                    ignore=tuple(ignore))
     job = _streaming_job(job) if stream else job.resolved()
