@@ -59,6 +59,7 @@ class PruneJob:
     recover_samples: int | None = None  # windows of it; default: as many as calibration
     device: str = "auto"             # where recovery trains: a CUDA GPU when present
     recover_precision: str = "fp32"  # bf16: autocast matrix products (head and weights stay float32)
+    recover_every_step: bool = False  # with steps > 1: distil after every step, before its evaluation
     lora_rank: int = 0
     drop_blocks: int = 0
     steps: int = 1
@@ -89,6 +90,9 @@ class PruneJob:
             raise ConfigError("--recover needs calibration data (--calib FILE)")
         if (job.recover_data or job.recover_samples or job.recover_precision != "fp32") and not job.recover:
             raise ConfigError("--recover-data/--recover-samples/--recover-precision apply to recovery: add --recover")
+        if job.recover_every_step and not (job.recover and job.steps > 1):
+            raise ConfigError("--recover-every-step distils between the steps of a schedule: "
+                              "add --recover and --steps N (N > 1)")
         if job.recover_samples is not None and job.recover_samples < 1:
             raise ConfigError(f"--recover-samples must be >= 1, got {job.recover_samples}")
         if job.recover_steps < 1 or job.recover_batch < 1:
@@ -193,14 +197,15 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
     options = dict(kinds=job.kind_tuple, importance=job.importance, allocation=job.allocation, ignore=job.ignore,
                    calibration=calibration, reconstruct=job.reconstruct, bias_compensation=job.bias_compensation)
     history: list[dict[str, Any]] = []
-    # Recovery runs once at the end (after the whole schedule), not inside each step.
+    recovery, recover = _recovery(job, loaded, calibration, kwargs, on_stage)
     if job.steps > 1:
         if not holdout:
             raise ConfigError("--steps needs held-out data: give --calib at least 2 samples")
         on_stage(f"pruning in {job.steps} steps")
         evaluate = functools.partial(_heldout_perplexity, holdout=holdout)
         scheduled = gradual_prune(model, args, kwargs, budget=budget, evaluate=evaluate,
-                                  schedule=ScheduleConfig(job.steps, job.max_step_regression), **options)
+                                  schedule=ScheduleConfig(job.steps, job.max_step_regression),
+                                  recover=recover if job.recover_every_step else None, **options)
         history = [vars(r) for r in scheduled.history]
         if scheduled.result is None:
             raise ConfigError(f"the first step already regressed the held-out metric beyond "
@@ -215,19 +220,10 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         # Sizes before pruning are the original model's (blocks included).
         result.params_before = sum(p.numel() for p in loaded.model.parameters())
         result.non_embedding_before = _non_embedding(loaded.model)
-    recovery = None
-    if job.recover:
-        windows = _recovery_windows(job, loaded, calibration)
-        device = resolve_device(job.device)
-        recovery = {"steps": job.recover_steps, "lr": job.recover_lr, "lora_rank": job.lora_rank,
-                    "batch": job.recover_batch, "data": str(job.recover_data or job.calib),
-                    "windows": len(windows), "device": str(device), "precision": job.recover_precision}
-        config = RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr, lora_rank=job.lora_rank,
-                                batch_size=job.recover_batch, device=job.device, precision=job.recover_precision)
-        on_stage(f"recovering ({job.recover_steps} distillation steps of {job.recover_batch} on "
-                 f"{len(windows)} windows, {device}{', LoRA' if job.lora_rank else ''}"
-                 f"{', bf16' if job.recover_precision == 'bf16' else ''})")
-        result.recovery_losses = distill(result.module, loaded.model, windows, config, kwargs)
+    if recover is not None and not job.recover_every_step:
+        recover(result.module)  # once, after the whole schedule
+    if recover is not None:
+        result.recovery_losses = recover.losses
     on_stage("verifying")
     with torch.no_grad():
         pruned_out = result.module(*args, **kwargs)
@@ -274,6 +270,37 @@ def calibration_seq_len(job: PruneJob, model: torch.nn.Module | None = None, con
     config = config if config is not None else getattr(model, "config", None)
     limit = getattr(config, "max_position_embeddings", None)
     return min(DEFAULT_CALIB_SEQ_LEN, limit) if isinstance(limit, int) and limit > 0 else DEFAULT_CALIB_SEQ_LEN
+
+
+class _Recover:
+    """Distils a pruned module from the original in place, keeping every step's losses."""
+
+    def __init__(self, job: PruneJob, loaded: LoadedModel, windows: list[tuple], kwargs: dict[str, Any],
+                 on_stage: Callable[[str], None], note: str) -> None:
+        self.config = RecoveryConfig(steps=job.recover_steps, lr=job.recover_lr, lora_rank=job.lora_rank,
+                                     batch_size=job.recover_batch, device=job.device, precision=job.recover_precision)
+        self.teacher, self.windows, self.kwargs, self.on_stage, self.note = loaded.model, windows, kwargs, on_stage, note
+        self.losses: list[float] = []
+
+    def __call__(self, module: torch.nn.Module) -> None:
+        self.on_stage(f"recovering ({self.note})")
+        self.losses += distill(module, self.teacher, self.windows, self.config, self.kwargs)
+
+
+def _recovery(job: PruneJob, loaded: LoadedModel, calibration: list[tuple] | None, kwargs: dict[str, Any],
+              on_stage: Callable[[str], None]) -> tuple[dict[str, Any] | None, _Recover | None]:
+    """The report's recovery settings and the callable that recovers a module (``None`` without --recover)."""
+    if not job.recover:
+        return None, None
+    windows = _recovery_windows(job, loaded, calibration)
+    device = resolve_device(job.device)
+    recovery = {"steps": job.recover_steps, "lr": job.recover_lr, "lora_rank": job.lora_rank,
+                "batch": job.recover_batch, "data": str(job.recover_data or job.calib),
+                "windows": len(windows), "device": str(device), "precision": job.recover_precision,
+                "every_step": job.recover_every_step}
+    note = (f"{job.recover_steps} distillation steps of {job.recover_batch} on {len(windows)} windows, {device}"
+            f"{', LoRA' if job.lora_rank else ''}{', bf16' if job.recover_precision == 'bf16' else ''}")
+    return recovery, _Recover(job, loaded, windows, kwargs, on_stage, note)
 
 
 def _recovery_windows(job: PruneJob, loaded: LoadedModel, calibration: list[tuple]) -> list[tuple]:

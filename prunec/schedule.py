@@ -4,6 +4,8 @@ The target is reached in ``steps`` equal steps of the parameter budget.  Each
 step re-traces the current model, re-collects calibration statistics on it (so
 later steps see, and reconstruct against, the already-pruned model), prunes,
 and evaluates a metric (lower is better, e.g. perplexity on a held-out split).
+With ``recover``, each step's pruned model is first fine-tuned (e.g. distilled from
+the original, :func:`prunec.recovery.distill`) and then evaluated.
 A step that makes the metric worse than ``max_step_regression`` times the last
 accepted value is rolled back and the schedule stops with the last good model.
 """
@@ -19,6 +21,7 @@ import torch
 from prunec.budget import Budget
 from prunec.errors import ConfigError
 from prunec.prune import PruneResult, prune
+from prunec.recovery import own_parameters
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,14 @@ def gradual_prune(
     evaluate: Callable[[torch.nn.Module], float],
     schedule: ScheduleConfig = ScheduleConfig(),
     on_step: Callable[[StepRecord], None] | None = None,
+    recover: Callable[[torch.nn.Module], Any] | None = None,
     **prune_options: Any,
 ) -> ScheduleResult:
     """Prune ``model`` to ``budget`` in ``schedule.steps`` steps, evaluating after each.
 
     ``prune_options`` are passed to :func:`prunec.prune` (kinds, importance,
-    allocation, calibration, reconstruct, ...).  Returns the last accepted result;
+    allocation, calibration, reconstruct, ...).  ``recover(module)``, when given, trains each
+    step's pruned module in place before it is evaluated.  Returns the last accepted result;
     its ``original`` is ``model``, so ``result.to_pretrained()`` still works.
     """
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
@@ -94,6 +99,11 @@ def gradual_prune(
         result = prune(current, example_inputs, example_kwargs, budget=Budget("params", rel), **prune_options)
         if p0 is None:
             p0 = result.non_embedding_before
+        if recover is not None:
+            # The step's module shares its untouched tensors with the previous step's; training them
+            # in place would change the model a rolled-back step falls back to.
+            own_parameters(result.module, current)
+            recover(result.module)
         metric = evaluate(result.module)
         accepted = metric <= last_metric * schedule.max_step_regression
         record = StepRecord(step, keep_abs, result.non_embedding_after, metric, accepted, time.perf_counter() - start)

@@ -163,3 +163,64 @@ def test_calibration_windows_default_to_512_tokens_capped_by_the_model() -> None
     model = torch.nn.Linear(2, 2)
     model.config = SimpleNamespace(max_position_embeddings=256)
     assert calibration_seq_len(PruneJob(), model) == 256
+
+
+def test_schedule_recovers_every_step_before_evaluating_and_a_rollback_keeps_the_last_model() -> None:
+    from prunec.schedule import ScheduleConfig, gradual_prune
+
+    model, args = _llama()
+    g = torch.Generator().manual_seed(2)
+    calib = [(torch.randint(0, 96, args[0].shape, generator=g),) for _ in range(4)]
+    seen = []
+
+    def recover(module: torch.nn.Module) -> None:
+        # Stands in for a fine-tune: changes every weight in place, the shared ones included.
+        with torch.no_grad():
+            for p in module.parameters():
+                p.mul_(0.5)
+        seen.append(module)
+
+    metrics = iter([1.0, 1.0, 100.0])  # base, step 1 (kept), step 2 (rolled back)
+    evaluated = []
+
+    def evaluate(module: torch.nn.Module) -> float:
+        evaluated.append(module)
+        return next(metrics)
+
+    snapshot = {}
+
+    def on_step(record) -> None:
+        if record.step == 1:
+            snapshot.update({n: p.detach().clone() for n, p in seen[0].named_parameters()})
+
+    out = gradual_prune(model, args, budget="params=0.6", evaluate=evaluate, on_step=on_step, recover=recover,
+                        schedule=ScheduleConfig(steps=2, max_step_regression=1.5), kinds=("channels",),
+                        calibration=calib)
+    assert len(seen) == 2 and evaluated[1:] == seen  # each step recovered, then evaluated
+    assert out.stopped_early and out.module is seen[0]
+    # Step 2 halved its own copies, not the tensors it shared with step 1's model.
+    assert all(torch.equal(snapshot[n], p) for n, p in out.module.named_parameters())
+
+
+def test_cli_recovers_after_every_step(tmp_path) -> None:
+    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(10, 8)))
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--calib", str(tmp_path / "ids.npz"),
+                                 "--budget", "params=0.8", "--steps", "2", "--max-step-regression", "100",
+                                 "--recover", "--recover-every-step", "--recover-steps", "2", "--device", "cpu",
+                                 "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["recovery"]["every_step"] is True
+    assert [s["step"] for s in summary["schedule"]] == [1, 2]
+    assert len(summary["recovery_losses"]) == 2 * 2  # 2 distillation steps after each of 2 pruning steps
+
+
+@pytest.mark.parametrize("extra", [["--recover-every-step", "--budget", "params=0.8", "--steps", "2"],
+                                   ["--recover", "--recover-every-step"]])
+def test_recover_every_step_needs_recover_and_steps(tmp_path, extra) -> None:
+    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--calib", str(tmp_path / "ids.npz"), *extra, "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "--recover-every-step distils between the steps of a schedule" in result.output
+    assert not out.exists()
