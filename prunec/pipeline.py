@@ -97,7 +97,8 @@ class PruneJob:
             raise ConfigError(f"--recover-samples must be >= 1, got {job.recover_samples}")
         if job.recover_steps < 1 or job.recover_batch < 1:
             raise ConfigError("--recover-steps and --recover-batch must be >= 1")
-        check_precision(job.recover_precision, resolve_device(job.device))  # a GPU asked for but absent fails before any work
+        # A GPU asked for but absent, or a precision it cannot run, fails before any work.
+        check_precision(job.recover_precision, resolve_device(job.device))
         if job.round_to < 1:
             raise ConfigError("round_to must be >= 1")
         if job.steps > 1 and job.round_to > 1:
