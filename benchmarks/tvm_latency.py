@@ -5,7 +5,9 @@ Variants, all measured in one run on the same input:
   onnxruntime      prunec's ONNX backend for the x86-64 preset (offline-optimised), intra-op THREADS
   tvm-none         TVM Relax, default CPU pipeline, no schedules (what an untuned build gives)
   tvm-dlight-tvm   TVM 0.27's own CPU dlight rules only (GEMV, Reduction)
-  tvm-dlight       prunec's --tuning dlight: its conv2d/matmul rule + TVM's rules (no measurement)
+  tvm-dlight       prunec's --tuning dlight: its conv2d/matmul rule + TVM's rules (no measurement),
+                   convolutions in NHWC/HWIO as prunec lowers them
+  tvm-dlight-nchw  the same, convolutions left in NCHW (how prunec lowered them before 2026-11-23)
   tvm-ms           --tuning metaschedule with --ms-trials trials per task (only with --ms-trials > 0)
 TVM variants run in-process with TVM_NUM_THREADS=THREADS. Each variant: 1 warm-up run, then the
 median of --repeat runs (the untuned build: --slow-repeat runs). Lowering (and tuning) time is
@@ -82,10 +84,11 @@ def tvm_variant(program: torch.export.ExportedProgram, x: np.ndarray, how: str, 
     out = scratch / how
     out.mkdir()
     started = time.perf_counter()
-    if how == "dlight-tvm":  # TVM's own rules only: the same steps as tvm_backend.lower, other rules
+    if how in ("dlight-tvm", "dlight-nchw"):  # the same steps as tvm_backend.lower, other rules or layout
         target = tvm.target.Target(tvm_backend.tvm_target(preset))
-        module = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target)
-        module = tvm_tuning.apply_dlight(module, target, tvm_tuning.dlight_rules(with_prunec_rules=False))
+        layout = None if how == "dlight-nchw" else tvm_backend.CONV2D_LAYOUT
+        module = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target, layout)
+        module = tvm_tuning.apply_dlight(module, target, tvm_tuning.dlight_rules(with_prunec_rules=how != "dlight-tvm"))
         tvm_backend.export_library(tvm.compile(module, target=target), preset, out / tvm_backend.LIBRARY_FILE)
         details = {"scheduled_tasks": tvm_tuning.count_scheduled(module), "tasks": tvm_tuning.count_functions(module)}
     else:

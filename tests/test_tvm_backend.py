@@ -100,6 +100,26 @@ def test_dlight_rule_parallelises_and_vectorises_convolutions(tiny) -> None:
         assert 'scope="local"' not in tvm_only[name].script(), name  # TVM's rules have no register tile
 
 
+def test_convolutions_are_lowered_channels_last_and_still_match(tiny, tmp_path) -> None:
+    import tvm
+
+    from prunec.targets import tvm_backend, tvm_tuning
+    from prunec.targets.tvm_runtime import native_runner
+
+    program, x, reference = tiny
+    target = tvm.target.Target(tvm_backend.tvm_target(load_preset("x86-64")))
+    nhwc = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target)
+    nchw = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target, conv2d_layout=None)
+    assert "conv2d_nhwc" in nhwc.script() and "conv2d_nchw" not in nhwc.script()
+    assert "conv2d_nchw" in nchw.script()
+    # The transposes at the boundaries give back NCHW: the library's output is PyTorch's.
+    tvm_backend.export_library(tvm.compile(tvm_tuning.apply_dlight(nhwc, target), target=target),
+                               load_preset("x86-64"), tmp_path / "model.so")
+    outputs, _ = native_runner(tmp_path / "model.so", threads=2).run([x], repeat=1)
+    assert outputs[0].shape == reference.shape
+    assert np.abs(outputs[0] - reference).max() < TOLERANCE
+
+
 def test_signature_names_inputs_and_outputs(tiny, tmp_path) -> None:
     program, x, reference = tiny
     artifact = get_backend("tvm").compile(program, [x], load_preset("x86-64"), tmp_path, CompileOptions(tuning="none"))
