@@ -121,16 +121,3 @@ def test_cli_recovers_in_bf16(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["recovery"]["precision"] == "bf16" and len(summary["recovery_losses"]) == 2
-
-
-@pytest.mark.parametrize("extra, message", [
-    (["--recover-precision", "bf16"], "--recover-precision apply to recovery: add --recover"),
-    (["--recover", "--recover-precision", "fp16"], "unknown precision 'fp16'"),
-])
-def test_bad_precision_options_are_refused(tmp_path, extra, message) -> None:
-    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
-    out = tmp_path / "out"
-    result = runner.invoke(app, ["prune", "models:llama_gqa", "--calib", str(tmp_path / "ids.npz"), *extra, "-o", str(out)])
-    assert result.exit_code == 2, result.output
-    assert message in result.output
-    assert not out.exists()

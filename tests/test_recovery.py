@@ -141,6 +141,8 @@ def test_cli_recovers_on_other_text_with_batches(tmp_path) -> None:
     (["--recover", "--recover-samples", "0"], "--recover-samples must be >= 1"),
     (["--recover", "--recover-batch", "0"], "must be >= 1"),
     (["--recover", "--device", "tpu"], "device 'tpu'"),
+    (["--recover-precision", "bf16"], "--recover-precision apply to recovery: add --recover"),
+    (["--recover", "--recover-precision", "fp16"], "unknown precision 'fp16'"),
 ])
 def test_bad_recovery_options_are_refused(tmp_path, extra, message) -> None:
     np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
