@@ -1,8 +1,8 @@
 """bfloat16 autocast for recovery (distillation), with the output head kept in float32.
 
 On a CPU with AMX or AVX-512 BF16, ``torch.autocast("cpu", dtype=torch.bfloat16)`` runs a
-distillation window about 1.5x faster than float32 (SmolLM2-135M, 2 cores: 2.05 vs 3.10 s;
-benchmarks/recovery_precision.py).
+distillation window 1.2-1.5x faster than float32 (SmolLM2-135M, 2 cores: 2.3-2.8 s vs 3.2-3.3 s in
+benchmarks/recovery_precision.py; 2.07 s averaged over a 2,400-window recovery).
 Autocast also rounds the logits to bfloat16 (8 bits of mantissa: a logit of 16 is known to 0.06),
 which is noise of the size of the KL divergence that recovery is driving down, so the layer that
 produces the outputs (the language-model head) is computed in float32 from float32 weights.
@@ -43,8 +43,8 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
     Enter it around each forward pass, not around a training loop: autocast caches the bfloat16
     copies of the weights until its outermost region exits, so a region spanning optimizer steps
-    would keep computing with the weights of the first step (measured: a 25-step distillation of
-    SmolLM2 ended at perplexity 116 instead of 51).
+    would keep computing with the weights of the first step (in a development check with that
+    version, a 25-step distillation of SmolLM2 ended at perplexity 116 instead of 51).
     """
     if precision == "fp32":
         return contextlib.nullcontext()
