@@ -169,13 +169,14 @@ def import_program(program: torch.export.ExportedProgram) -> Any:
 def legalize_and_fuse(module: Any, target: Any, conv2d_layout: tuple[str, str] | None = CONV2D_LAYOUT) -> Any:
     """Lower Relax ops to TIR and fuse them into the tasks that scheduling and tuning work on.
 
-    First 2-D convolutions move to NHWC activations and HWIO weights (``CONV2D_LAYOUT``): output
-    channels are then the contiguous axis, which the CPU schedules vectorise, where NCHW only offers
-    the image width (7-56 here). Measured on this AVX-512 host with the dlight schedule, no tuning:
-    a 64-channel 3x3 conv at 56x56 took 0.91 ms in NHWC against 4.22 ms in NCHW (PyTorch: 0.88 ms);
-    the ResNet-50 shape 124 ms against 426 ms (benchmarks/tvm_latency.py --variants dlight,dlight-nchw). The weight transposes fold into the constants; the
-    boundaries get a transpose of the activations (``conv2d_layout=None`` keeps NCHW). Then the same steps as
-    ``relax.pipeline.static_shape_tuning_pipeline`` before its tuning.
+    First 2-D convolutions move to NHWC activations and HWIO weights (``CONV2D_LAYOUT``; ``None``
+    keeps NCHW): output channels become the contiguous axis that the CPU schedules vectorise, where
+    NCHW only offers the image width (7-56 in a ResNet). The weight transposes fold into the
+    constants; activations are transposed where the layout changes. With the dlight schedule on this
+    AVX-512 host the ResNet-50 shape took 124 ms against 426 ms in NCHW
+    (``benchmarks/tvm_latency.py --variants dlight,dlight-nchw``). Then the steps of
+    ``relax.pipeline.static_shape_tuning_pipeline`` before its tuning; MetaSchedule records match
+    tasks made by this function (TVM's own pipeline keeps NCHW).
     """
     import tvm
     from tvm import relax
