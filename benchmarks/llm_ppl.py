@@ -13,6 +13,13 @@ per budget with the first method, then distils a copy of the pruned model from t
 setting (``prunec.recovery.RecoveryConfig`` fields) on ``--recover-samples`` windows of
 ``wiki.valid.tokens`` (the calibration split; the test split is only evaluated), and prints a row each.
 ``--device auto`` trains on a CUDA GPU when one is present.
+
+``--recover-model hf`` distils the pruned model rebuilt as the stock Hugging Face class
+(``prunec.hf.to_pretrained``; needs uniform widths) instead of the traced graph: an eager model takes
+a batch of windows per pass (``micro_batch=8`` in the grid), which is what keeps a GPU busy.
+``--save-pruned DIR`` writes that rebuilt model with ``save_pretrained`` after pruning, and
+``--load-pruned DIR`` starts the recovery grid from such a folder instead of pruning again (the
+first method and budget name the row).
 """
 
 from __future__ import annotations
@@ -154,6 +161,11 @@ def main() -> None:
     parser.add_argument("--recover-samples", type=int, default=512,
                         help="windows of wiki.valid.tokens to distil on (all of it is 534 windows of 512)")
     parser.add_argument("--device", default="auto", help="where recovery trains (auto: a CUDA GPU when present)")
+    parser.add_argument("--recover-model", choices=("graph", "hf"), default="graph",
+                        help="distil the traced graph (one window per pass) or the rebuilt Hugging Face model")
+    parser.add_argument("--save-pruned", type=Path, default=None, help="save_pretrained the pruned model here")
+    parser.add_argument("--load-pruned", type=Path, default=None,
+                        help="skip pruning: run the recovery grid on this save_pretrained folder")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--windows", type=int, default=24)
@@ -175,6 +187,18 @@ def main() -> None:
         print(f"SmolLM2-135M base perplexity {base:.2f} ({time.perf_counter() - t:.0f} s to evaluate)", flush=True)
     print("| keep (non-emb params) | method | kept fraction | params | PPL | PPL / base | prune s |")
     print("|---|---|---|---|---|---|---|")
+    if args.load_pruned:
+        from transformers import AutoModelForCausalLM
+
+        keep, name = float(args.budgets.split(",")[0]), args.methods.split(",")[0]
+        student = AutoModelForCausalLM.from_pretrained(args.load_pruned, dtype=torch.float32).eval()
+        kept = non_embedding(student) / non_embedding(loaded.model)
+        params = sum(p.numel() for p in student.parameters())
+        ppl = perplexity(student, ids, args.window, args.windows)
+        print(f"| {keep} | {name} (loaded from {args.load_pruned}) | {kept:.3f} | {params:,} | {ppl:.2f} | "
+              f"{ppl / base:.2f} | - |", flush=True)
+        recover_grid(args, loaded, student, params, ids, base, keep, name, kept)
+        return
     for keep in [float(b) for b in args.budgets.split(",")]:
         for name in args.methods.split(","):
             t = time.perf_counter()
@@ -217,16 +241,27 @@ def main() -> None:
             kept = result.non_embedding_after / non_embedding(loaded.model)
             print(f"| {keep} | {name}{note} | {kept:.3f} | {result.params_after:,} | {ppl:.2f} | {ppl / base:.2f} | "
                   f"{seconds:.0f} |", flush=True)
+            student = result.module
+            if args.recover_model == "hf" or args.save_pruned:
+                from prunec.hf import to_pretrained
+
+                student = to_pretrained(loaded.model, result.module)
+            if args.save_pruned:
+                student.save_pretrained(args.save_pruned)
+                print(f"saved the pruned model to {args.save_pruned}", flush=True)
             if args.recover_grid:
-                recover_grid(args, loaded, result, ids, base, keep, name, kept)
+                if args.recover_model == "graph":
+                    student = result.module
+                recover_grid(args, loaded, student, result.params_after, ids, base, keep, name, kept)
                 break  # the grid starts from the first method's pruned model
 
 
-def recover_grid(args: argparse.Namespace, loaded, result, ids: torch.Tensor, base: float,
-                 keep: float, name: str, kept: float) -> None:
+def recover_grid(args: argparse.Namespace, loaded, pruned: torch.nn.Module, params: int, ids: torch.Tensor,
+                 base: float, keep: float, name: str, kept: float) -> None:
     """One row per recovery setting, each distilling its own copy of the pruned model."""
     import copy
 
+    from prunec.devices import resolve_device
     from prunec.recovery import distill
 
     windows = load_calibration(args.data / "wiki.valid.tokens", loaded.tokenizer,
@@ -234,13 +269,14 @@ def recover_grid(args: argparse.Namespace, loaded, result, ids: torch.Tensor, ba
     for spec in args.recover_grid.split(";"):
         fields = {k: type(getattr(RecoveryConfig, k))(v) for k, v in (kv.split("=") for kv in spec.split(","))}
         config = RecoveryConfig(device=args.device, **fields)
-        student = copy.deepcopy(result.module)
+        student = copy.deepcopy(pruned)
         t = time.perf_counter()
         losses = distill(student, loaded.model, windows, config)
         seconds = time.perf_counter() - t
         ppl = perplexity(student, ids, args.window, args.windows)
-        print(f"| {keep} | {name} + recovery {spec} on {len(windows)} windows ({config.device}; loss "
-              f"{losses[0]:.3f} -> {sum(losses[-10:]) / len(losses[-10:]):.3f}) | {kept:.3f} | {result.params_after:,} | "
+        print(f"| {keep} | {name} + recovery {spec} on {len(windows)} windows ({args.recover_model}, "
+              f"{resolve_device(config.device)}; loss "
+              f"{losses[0]:.3f} -> {sum(losses[-10:]) / len(losses[-10:]):.3f}) | {kept:.3f} | {params:,} | "
               f"{ppl:.2f} | {ppl / base:.2f} | {seconds:.0f} |", flush=True)
 
 

@@ -54,6 +54,11 @@ class RecoveryConfig:
     # "bf16": bfloat16 autocast for the matrix products (the output head stays float32), with
     # float32 weights and optimizer state; worth it on CPUs with AMX / AVX-512 BF16 and on GPUs.
     precision: str = "fp32"
+    # Windows stacked into one forward pass (the step's loss is the same). A traced graph has its
+    # batch size fixed, so this needs an eager model (e.g. the pruned model rebuilt with
+    # prunec.hf.to_pretrained). On a GPU one 512-token window per pass leaves it idle between
+    # kernel launches: stacking the 8 windows of a step is what makes recovery fast there.
+    micro_batch: int = 1
 
     def learning_rate(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based)."""
@@ -76,6 +81,11 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
         raise ConfigError(f"LoRA rank must be >= 1 (or 0 for full fine-tuning), got {config.lora_rank}")
     if config.steps < 1 or config.batch_size < 1:
         raise ConfigError(f"recovery needs steps >= 1 and batch size >= 1, got {config.steps} and {config.batch_size}")
+    if config.micro_batch < 1:
+        raise ConfigError(f"recovery needs a micro-batch of >= 1 windows, got {config.micro_batch}")
+    if config.micro_batch > 1 and isinstance(student, torch.fx.GraphModule):
+        raise ConfigError("a traced graph has its batch size fixed, so it takes one window per pass: recover with "
+                          "micro_batch=1, or rebuild the model with prunec.hf.to_pretrained first")
     device = resolve_device(config.device)
     check_precision(config.precision, device)
     # The pruned graph keeps the original's untouched tensors (norms, embeddings, unpruned
@@ -111,20 +121,25 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
                 for group in optimizer.param_groups:
                     group["lr"] = config.learning_rate(step)
                 optimizer.zero_grad(set_to_none=True)
-                total = 0.0
-                for i in order[step * config.batch_size:(step + 1) * config.batch_size]:
-                    batch = move_batch(batches[i], device)
+                # Summed on the device: a float() per pass would wait for the GPU each time.
+                total = torch.zeros((), device=device)
+                picked = order[step * config.batch_size:(step + 1) * config.batch_size]
+                for start in range(0, len(picked), config.micro_batch):
+                    chunk = picked[start:start + config.micro_batch]
+                    batch = move_batch(_stack([batches[i] for i in chunk]), device)
                     with torch.no_grad(), autocast(config.precision, device):
                         target = teacher(*batch, **kwargs)
                     with autocast(config.precision, device):
                         out = student(*batch, **kwargs)
-                    loss = distillation_loss(out, target, config.temperature) / config.batch_size
+                    # The loss is a mean over the chunk's positions: weighting it by the chunk's share
+                    # of the step keeps the step's loss the mean over its windows.
+                    loss = distillation_loss(out, target, config.temperature) * (len(chunk) / config.batch_size)
                     loss.backward()
-                    total += float(loss.detach())
+                    total += loss.detach()
                 if config.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
-                losses.append(total)
+                losses.append(float(total))
     finally:
         merge_lora(student)
         for p, flag in zip(base, flags):
@@ -158,6 +173,17 @@ def own_parameters(student: torch.nn.Module, teacher: torch.nn.Module) -> int:
 
 def _storage_key(tensor: torch.Tensor) -> tuple:
     return tensor.device.type, tensor.untyped_storage().data_ptr()
+
+
+def _stack(windows: list[tuple]) -> tuple:
+    """One batch of ``windows`` (tuples of tensors with a leading batch axis of 1), concatenated
+    along that axis."""
+    if len(windows) == 1:
+        return windows[0]
+    shapes = {tuple(tuple(t.shape) if isinstance(t, torch.Tensor) else () for t in w) for w in windows}
+    if len(shapes) != 1:
+        raise ConfigError("stacking windows into a micro-batch needs windows of one length; use micro_batch=1")
+    return tuple(torch.cat(parts) if isinstance(parts[0], torch.Tensor) else parts[0] for parts in zip(*windows))
 
 
 def _window_order(n: int, count: int, seed: int) -> list[int]:

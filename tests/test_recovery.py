@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -53,6 +54,54 @@ def test_accumulating_windows_lowers_the_distillation_loss() -> None:
     losses = distill(student, model, batches, RecoveryConfig(steps=25, lr=3e-3, batch_size=3, device="cpu"))
     assert len(losses) == 25
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_stacked_windows_give_the_same_steps_as_one_window_per_pass() -> None:
+    # micro_batch only changes how a step's windows are fed: the losses and the trained weights
+    # must match one window per pass (an eager HF model takes any batch size).
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from prunec.hf import to_pretrained
+    from tests.models import DECODER
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**DECODER)).eval()
+    randomize_(model)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 96, (1, 12), generator=g),) for _ in range(8)]
+    result = prunec.prune(model, batches[0], ratio=0.5, kinds=("channels",))
+    student = to_pretrained(model, result.module)
+    runs = {}
+    for micro in (1, 4):
+        trained = copy.deepcopy(student)
+        config = RecoveryConfig(steps=6, lr=3e-3, batch_size=4, micro_batch=micro, device="cpu")
+        runs[micro] = (distill(trained, model, batches, config), trained.state_dict())
+    (one, state_one), (four, state_four) = runs[1], runs[4]
+    assert one[-1] < one[0]
+    assert four == pytest.approx(one, rel=1e-4)
+    for name, tensor in state_one.items():
+        torch.testing.assert_close(state_four[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_a_traced_graph_refuses_stacked_windows() -> None:
+    model, args = _llama()
+    student = prunec.prune(model, args, ratio=0.5, kinds=("channels",)).module
+    with pytest.raises(ConfigError, match="batch size fixed"):
+        distill(student, model, [args], RecoveryConfig(steps=1, micro_batch=2, device="cpu"))
+    with pytest.raises(ConfigError, match="micro-batch"):
+        distill(student, model, [args], RecoveryConfig(steps=1, micro_batch=0, device="cpu"))
+
+
+def test_windows_of_different_lengths_are_not_stacked() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.models import DECODER
+
+    model = LlamaForCausalLM(LlamaConfig(**DECODER)).eval()
+    student = copy.deepcopy(model)
+    batches = [(torch.zeros(1, 8, dtype=torch.long),), (torch.zeros(1, 6, dtype=torch.long),)]
+    with pytest.raises(ConfigError, match="one length"):
+        distill(student, model, batches, RecoveryConfig(steps=1, batch_size=2, micro_batch=2, device="cpu"))
 
 
 @pytest.mark.parametrize("case", ["bert", "llama_tied"])
