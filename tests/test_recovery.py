@@ -192,6 +192,8 @@ def test_cli_recovers_on_other_text_with_batches(tmp_path) -> None:
     (["--recover", "--device", "tpu"], "device 'tpu'"),
     (["--recover-precision", "bf16"], "--recover-precision apply to recovery: add --recover"),
     (["--recover", "--recover-precision", "fp16"], "unknown precision 'fp16'"),
+    (["--recover-micro-batch", "2"], "--recover-micro-batch applies to recovery: add --recover"),
+    (["--recover", "--recover-micro-batch", "9"], "between 1 and --recover-batch (8)"),
 ])
 def test_bad_recovery_options_are_refused(tmp_path, extra, message) -> None:
     np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
@@ -275,3 +277,89 @@ def test_recover_every_step_needs_recover_and_steps(tmp_path, extra) -> None:
     assert result.exit_code == 2, result.output
     assert "--recover-every-step distils between the steps of a schedule" in result.output
     assert not out.exists()
+
+
+def _hf_llama_dir(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.models import DECODER
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**DECODER)).eval()
+    randomize_(model)
+    model.save_pretrained(tmp_path / "base")
+    return model
+
+
+def test_eager_recovery_writes_the_trained_weights_back_into_the_graph(tmp_path) -> None:
+    from prunec.eager_recovery import distill_eager
+    from prunec.hf import to_pretrained
+
+    model = _hf_llama_dir(tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 96, (1, 12), generator=g),) for _ in range(4)]
+    # Bias compensation gives down_proj a bias, so the rebuilt model carries zero filler biases.
+    graph = prunec.prune(model, batches[0], ratio=0.5, kinds=("channels",), calibration=batches,
+                         importance="activation", bias_compensation=True).module
+    untrained = {k: v.clone() for k, v in graph.state_dict().items()}
+    losses = distill_eager(graph, model, batches, RecoveryConfig(steps=4, lr=3e-3, batch_size=4, micro_batch=4,
+                                                                 device="cpu"))
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the teacher is untouched
+    assert any(not torch.equal(untrained[k], v) for k, v in graph.state_dict().items())
+    # The graph computes what the trained eager model computes: rebuilt again, they agree.
+    ids = batches[0][0]
+    torch.testing.assert_close(graph(ids)[0] if isinstance(graph(ids), tuple) else graph(ids).logits,
+                               to_pretrained(model, graph)(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_stacked_recovery_matches_one_window_per_pass(tmp_path) -> None:
+    _hf_llama_dir(tmp_path)
+    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
+    outputs = {}
+    for micro in ("1", "4"):
+        out = tmp_path / f"out{micro}"
+        result = runner.invoke(app, ["prune", str(tmp_path / "base"), "--calib", str(tmp_path / "ids.npz"),
+                                     "--ratio", "0.5", "--recover", "--recover-steps", "3", "--recover-batch", "4",
+                                     "--recover-lr", "3e-3", "--recover-micro-batch", micro, "--device", "cpu",
+                                     "-o", str(out), "--json"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["recovery"]["micro_batch"] == int(micro)
+        outputs[micro] = summary["recovery_losses"], out
+    assert outputs["4"][0] == pytest.approx(outputs["1"][0], rel=1e-3)
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.randint(0, 96, (1, 8))
+    one, four = (AutoModelForCausalLM.from_pretrained(outputs[m][1] / "hf").eval() for m in ("1", "4"))
+    with torch.no_grad():
+        torch.testing.assert_close(four(ids).logits, one(ids).logits, rtol=1e-3, atol=1e-4)
+
+
+def test_stacked_recovery_of_a_model_without_write_back_is_refused(tmp_path) -> None:
+    # GPT-2 has no write-back to its class, so there is no eager model to stack windows into.
+    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prune", "models:gpt2", "--calib", str(tmp_path / "ids.npz"), "--ratio", "0.3",
+                                 "--recover", "--recover-steps", "1", "--recover-micro-batch", "2", "--device", "cpu",
+                                 "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "needs the model rebuilt as its Hugging Face class" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the automatic micro-batch applies on a CUDA GPU")
+def test_recovery_on_a_gpu_stacks_the_step_windows_by_default(tmp_path) -> None:
+    _hf_llama_dir(tmp_path)
+    np.savez(tmp_path / "ids.npz", np.random.default_rng(0).integers(0, 96, size=(4, 8)))
+    runs = {}
+    for extra in ([], ["--recover-micro-batch", "1"]):
+        out = tmp_path / f"out{len(extra)}"
+        result = runner.invoke(app, ["prune", str(tmp_path / "base"), "--calib", str(tmp_path / "ids.npz"),
+                                     "--ratio", "0.5", "--recover", "--recover-steps", "3", "--recover-batch", "4",
+                                     "--recover-lr", "3e-3", "--device", "cuda", *extra, "-o", str(out), "--json"])
+        assert result.exit_code == 0, result.output
+        runs[len(extra)] = json.loads(result.stdout)
+    assert runs[0]["recovery"]["micro_batch"] == 4 and runs[2]["recovery"]["micro_batch"] == 1
+    assert runs[0]["recovery_losses"] == pytest.approx(runs[2]["recovery_losses"], rel=1e-2)

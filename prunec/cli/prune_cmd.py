@@ -53,6 +53,9 @@ def prune_cmd(
     lora_rank: int = typer.Option(0, help="With --recover: train rank-R LoRA adapters (merged afterwards) instead of all weights."),
     recover_precision: str = typer.Option("fp32", help="With --recover: fp32, or bf16 (autocast matrix products, output "
                                           "head and weights in float32; faster on CPUs with AMX/AVX-512 BF16 and on GPUs)."),
+    recover_micro_batch: Optional[int] = typer.Option(None, help="With --recover: windows per forward pass (stacked, same "
+                                                      "step); default: all of a step's on a GPU when the model rebuilds "
+                                                      "as its Hugging Face class, else 1."),
     recover_every_step: bool = typer.Option(False, help="With --recover and --steps N: distil after every step, "
                                             "before its held-out evaluation, instead of once at the end."),
     steps: int = typer.Option(1, help="Reach the budget in this many steps, evaluating on held-out calibration data."),
@@ -78,6 +81,7 @@ def prune_cmd(
                    recover=recover, recover_steps=recover_steps, recover_lr=recover_lr, lora_rank=lora_rank,
                    recover_batch=recover_batch, recover_data=recover_data, recover_samples=recover_samples,
                    device=device, recover_precision=recover_precision, recover_every_step=recover_every_step,
+                   recover_micro_batch=recover_micro_batch,
                    steps=steps, drop_blocks=drop_blocks, max_step_regression=max_step_regression,
                    ignore=tuple(ignore))
     job = _streaming_job(job) if stream else job.resolved()
