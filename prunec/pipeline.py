@@ -312,7 +312,7 @@ class _Recover:
     def _rebuildable(self, module: torch.nn.Module) -> bool:
         from prunec.hf import supported, to_pretrained
 
-        if not supported(self.teacher):
+        if not supported(self.teacher) or any(isinstance(v, torch.Tensor) for v in self.kwargs.values()):
             return False
         try:
             to_pretrained(self.teacher, module)

@@ -85,6 +85,9 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
         raise ConfigError(f"recovery needs steps >= 1 and batch size >= 1, got {config.steps} and {config.batch_size}")
     if config.micro_batch < 1:
         raise ConfigError(f"recovery needs a micro-batch of >= 1 windows, got {config.micro_batch}")
+    if config.micro_batch > 1 and any(isinstance(v, torch.Tensor) for v in (kwargs or {}).values()):
+        raise ConfigError("tensor keyword inputs hold one window's batch axis, so windows cannot be stacked: "
+                          "recover with micro_batch=1")
     if config.micro_batch > 1 and isinstance(student, torch.fx.GraphModule):
         raise ConfigError("a traced graph has its batch size fixed, so it takes one window per pass: recover with "
                           "micro_batch=1, or rebuild the model with prunec.hf.to_pretrained first")

@@ -90,6 +90,10 @@ def test_a_traced_graph_refuses_stacked_windows() -> None:
         distill(student, model, [args], RecoveryConfig(steps=1, micro_batch=2, device="cpu"))
     with pytest.raises(ConfigError, match="micro-batch"):
         distill(student, model, [args], RecoveryConfig(steps=1, micro_batch=0, device="cpu"))
+    eager = copy.deepcopy(model)
+    with pytest.raises(ConfigError, match="tensor keyword inputs"):
+        distill(eager, model, [args], RecoveryConfig(steps=1, micro_batch=2, device="cpu"),
+                kwargs={"attention_mask": torch.ones_like(args[0])})
 
 
 def test_windows_of_different_lengths_are_not_stacked() -> None:
