@@ -18,10 +18,9 @@ from prunec.errors import ConfigError
 from prunec.recovery import RecoveryConfig, distill, own_parameters
 
 
-def distill_eager(graph: torch.nn.Module, teacher: torch.nn.Module, batches: Sequence[tuple],
-                  config: RecoveryConfig, kwargs: dict[str, Any] | None = None) -> list[float]:
-    """Distil ``graph`` (a pruned graph module of ``teacher``) in place through its rebuilt Hugging
-    Face model; return the loss of every step.
+def rebuild_eager(graph: torch.nn.Module, teacher: torch.nn.Module) -> torch.nn.Module:
+    """``graph`` (a pruned graph module of ``teacher``) as ``teacher``'s Hugging Face class, sharing
+    its tensors, with only the graph's parameters trainable.
 
     Raises :class:`~prunec.errors.ConfigError` when the graph cannot be rebuilt as ``teacher``'s
     class (non-uniform widths, unsupported family).
@@ -32,8 +31,16 @@ def distill_eager(graph: torch.nn.Module, teacher: torch.nn.Module, batches: Seq
         eager = to_pretrained(teacher, graph)
     except ConfigError as exc:
         raise ConfigError(f"stacking windows needs the model rebuilt as its Hugging Face class: {exc}") from None
-    graph_params = dict(graph.named_parameters(remove_duplicate=False))
-    _freeze_filler_biases(eager, set(graph_params))
+    _freeze_filler_biases(eager, {name for name, _ in graph.named_parameters(remove_duplicate=False)})
+    return eager
+
+
+def distill_eager(graph: torch.nn.Module, teacher: torch.nn.Module, batches: Sequence[tuple],
+                  config: RecoveryConfig, kwargs: dict[str, Any] | None = None,
+                  eager: torch.nn.Module | None = None) -> list[float]:
+    """Distil ``graph`` in place through ``eager`` (default: :func:`rebuild_eager`); return the loss
+    of every step."""
+    eager = eager if eager is not None else rebuild_eager(graph, teacher)
     losses = distill(eager, teacher, batches, config, kwargs)
     trained = dict(eager.named_parameters(remove_duplicate=False))
     # The graph still shares its untouched tensors with the teacher: give it its own before

@@ -21,7 +21,7 @@ from prunec.analysis.groups import DEFAULT_KINDS
 from prunec.budget import Budget
 from prunec.calibration import CalibrationConfig, load_calibration
 from prunec.devices import resolve_device
-from prunec.eager_recovery import distill_eager
+from prunec.eager_recovery import distill_eager, rebuild_eager
 from prunec.errors import ConfigError, TraceError
 from prunec.evaluate import perplexity
 from prunec.metrics import count_flops
@@ -300,25 +300,18 @@ class _Recover:
 
     def __call__(self, module: torch.nn.Module) -> None:
         self.on_stage(f"recovering ({self.note})")
-        config = self.config
-        if self.auto and config.batch_size > 1 and self._rebuildable(module):
-            config = replace(config, micro_batch=config.batch_size)
+        config, eager = self.config, None
+        if self.auto and config.batch_size > 1 and not any(isinstance(v, torch.Tensor) for v in self.kwargs.values()):
+            try:
+                eager = rebuild_eager(module, self.teacher)
+                config = replace(config, micro_batch=config.batch_size)
+            except ConfigError:
+                pass  # no eager model (non-uniform widths, another family): one window per pass
         self.micro_batches.append(config.micro_batch)
         if config.micro_batch > 1:
-            self.losses += distill_eager(module, self.teacher, self.windows, config, self.kwargs)
+            self.losses += distill_eager(module, self.teacher, self.windows, config, self.kwargs, eager)
         else:
             self.losses += distill(module, self.teacher, self.windows, config, self.kwargs)
-
-    def _rebuildable(self, module: torch.nn.Module) -> bool:
-        from prunec.hf import supported, to_pretrained
-
-        if not supported(self.teacher) or any(isinstance(v, torch.Tensor) for v in self.kwargs.values()):
-            return False
-        try:
-            to_pretrained(self.teacher, module)
-        except ConfigError:
-            return False
-        return True
 
 
 def _recovery(job: PruneJob, loaded: LoadedModel, calibration: list[tuple] | None, kwargs: dict[str, Any],
