@@ -47,9 +47,8 @@ def distill_eager(graph: torch.nn.Module, teacher: torch.nn.Module, batches: Seq
     # writing the trained values, or the caller's original model would change too.
     own_parameters(graph, teacher)
     with torch.no_grad():
-        for name, param in dict(graph.named_parameters(remove_duplicate=False)).items():
-            if name not in trained:
-                raise ConfigError(f"the rebuilt model has no parameter {name} to copy back")
+        # rebuild_eager built the eager model from the graph's state: every name is there.
+        for name, param in graph.named_parameters(remove_duplicate=False):
             param.copy_(trained[name])
     return losses
 

@@ -28,7 +28,7 @@ from prunec.metrics import count_flops
 from prunec.mixed_precision import check_precision
 from prunec.models import LoadedModel
 from prunec.prune import PruneResult, prune, validate_kinds, validate_ratio
-from prunec.recovery import RecoveryConfig, distill
+from prunec.recovery import RecoveryConfig, distill, stackable_kwargs
 from prunec.report import analysis_dict, markdown_report
 from prunec.schedule import ScheduleConfig, gradual_prune
 from prunec.testing import max_abs_diff
@@ -301,7 +301,7 @@ class _Recover:
     def __call__(self, module: torch.nn.Module) -> None:
         self.on_stage(f"recovering ({self.note})")
         config, eager = self.config, None
-        if self.auto and config.batch_size > 1 and not any(isinstance(v, torch.Tensor) for v in self.kwargs.values()):
+        if self.auto and config.batch_size > 1 and stackable_kwargs(self.kwargs):
             try:
                 eager = rebuild_eager(module, self.teacher)
                 config = replace(config, micro_batch=config.batch_size)

@@ -85,7 +85,7 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, batches: Sequenc
         raise ConfigError(f"recovery needs steps >= 1 and batch size >= 1, got {config.steps} and {config.batch_size}")
     if config.micro_batch < 1:
         raise ConfigError(f"recovery needs a micro-batch of >= 1 windows, got {config.micro_batch}")
-    if config.micro_batch > 1 and any(isinstance(v, torch.Tensor) for v in (kwargs or {}).values()):
+    if config.micro_batch > 1 and not stackable_kwargs(kwargs):
         raise ConfigError("tensor keyword inputs hold one window's batch axis, so windows cannot be stacked: "
                           "recover with micro_batch=1")
     if config.micro_batch > 1 and isinstance(student, torch.fx.GraphModule):
@@ -178,6 +178,12 @@ def own_parameters(student: torch.nn.Module, teacher: torch.nn.Module) -> int:
 
 def _storage_key(tensor: torch.Tensor) -> tuple:
     return tensor.device.type, tensor.untyped_storage().data_ptr()
+
+
+def stackable_kwargs(kwargs: dict[str, Any] | None) -> bool:
+    """Whether windows can be stacked next to these keyword inputs: a tensor among them carries
+    one window's batch axis."""
+    return not any(isinstance(v, torch.Tensor) for v in (kwargs or {}).values())
 
 
 def _stack(windows: list[tuple]) -> tuple:
