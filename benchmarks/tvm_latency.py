@@ -1,4 +1,5 @@
-"""TVM on the host vs ONNX Runtime vs PyTorch eager, CNNs with random weights, batch 1.
+"""TVM on the host vs ONNX Runtime vs PyTorch eager, batch 1: CNNs with random weights (224x224) and
+SmolLM2-135M prefill (``smollm2``: the packaged real weights, 128 tokens -> logits).
 
 Variants, all measured in one run on the same input:
   torch            PyTorch eager (torch.set_num_threads(THREADS))
@@ -32,6 +33,18 @@ import numpy as np
 import torch
 
 THREADS = 2
+PREFILL_TOKENS = 128
+
+
+class Logits(torch.nn.Module):
+    """A Hugging Face causal LM's prefill: input ids -> logits, no KV cache (one plain tensor)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, use_cache=False).logits
 
 
 class Pooled(torch.nn.Module):
@@ -45,10 +58,17 @@ class Pooled(torch.nn.Module):
         return self.model(pixel_values).pooler_output
 
 
-def build_model(name: str) -> torch.nn.Module:
+def build_model(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The model and its example input: an image batch of 1, or 128 token ids for ``smollm2``."""
     import transformers
 
     torch.manual_seed(0)
+    if name == "smollm2":
+        from prunec.models import load_model
+
+        loaded = load_model("smollm2-135m", seq_len=PREFILL_TOKENS)
+        return Logits(loaded.model).eval(), loaded.args[0]
+    image = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     if name == "resnet50":  # ResNetConfig() defaults are ResNet-50: bottleneck, depths 3-4-6-3
         model = transformers.ResNetModel(transformers.ResNetConfig())
     elif name == "resnet18":
@@ -57,8 +77,8 @@ def build_model(name: str) -> torch.nn.Module:
     elif name == "mobilenetv2":
         model = transformers.MobileNetV2Model(transformers.MobileNetV2Config())
     else:
-        raise SystemExit(f"unknown model {name}; choose resnet50, resnet18, mobilenetv2")
-    return Pooled(model).eval()
+        raise SystemExit(f"unknown model {name}; choose resnet50, resnet18, mobilenetv2, smollm2")
+    return Pooled(model).eval(), image
 
 
 def median_ms(run: Callable[[], Any], repeat: int) -> float:
@@ -72,7 +92,7 @@ def median_ms(run: Callable[[], Any], repeat: int) -> float:
 
 
 def tvm_variant(program: torch.export.ExportedProgram, x: np.ndarray, how: str, trials: int,
-                scratch: Path) -> tuple[Callable[[Sequence[np.ndarray]], list[np.ndarray]], float, dict[str, Any]]:
+                scratch: Path, preset_name: str) -> tuple[Callable[[Sequence[np.ndarray]], list[np.ndarray]], float, dict[str, Any]]:
     """Lower with the given scheduling; returns the runner, lowering seconds and build details."""
     import tvm
 
@@ -80,7 +100,7 @@ def tvm_variant(program: torch.export.ExportedProgram, x: np.ndarray, how: str, 
     from prunec.targets.backend import CompileOptions
     from prunec.targets.preset import load_preset
 
-    preset = load_preset("x86-64")
+    preset = load_preset(preset_name)
     out = scratch / how
     out.mkdir()
     started = time.perf_counter()
@@ -114,8 +134,7 @@ def ort_variant(program: torch.export.ExportedProgram, x: np.ndarray, scratch: P
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    model = build_model(name)
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    model, x = build_model(name)
     with torch.no_grad():
         reference = model(x).numpy()
         program = torch.export.export(model, (x,), strict=False)
@@ -129,7 +148,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                                "max_abs_diff": float(np.abs(run([arr])[0] - reference).max())}
         variants = [v for v in args.variants.split(",") if v != "ms"] + (["ms"] if args.ms_trials > 0 else [])
         for how in variants:
-            run, seconds, details = tvm_variant(program, arr, how, args.ms_trials, Path(scratch))
+            run, seconds, details = tvm_variant(program, arr, how, args.ms_trials, Path(scratch), args.preset)
             repeat = args.slow_repeat if how in ("none", "dlight-tvm") else args.repeat
             rows[f"tvm-{how}"] = {"ms": median_ms(lambda: run([arr]), repeat), "build_s": seconds,
                                   "max_abs_diff": float(np.abs(run([arr])[0] - reference).max()),
@@ -146,6 +165,8 @@ def main() -> None:
     parser.add_argument("--slow-repeat", type=int, default=3, help="runs of the unscheduled builds (seconds each)")
     parser.add_argument("--variants", default="none,dlight-tvm,dlight", help="TVM variants besides tvm-ms")
     parser.add_argument("--ms-trials", type=int, default=0, help="MetaSchedule trials per task (0: skip the variant)")
+    parser.add_argument("--preset", default="x86-64",
+                        help="target preset of the TVM variants (x86-64: AVX2; x86-64-avx512 on an AVX-512 host)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(THREADS)
@@ -153,7 +174,8 @@ def main() -> None:
     results = {}
     for name in args.models.split(","):
         results[name] = bench_model(name, args)
-    print(f"batch 1, 224x224, {THREADS} threads, median ms (build seconds; max |diff| vs PyTorch)")
+    print(f"batch 1 (CNNs 224x224, smollm2 {PREFILL_TOKENS} tokens), {THREADS} threads, median ms "
+          "(build seconds; max |diff| vs PyTorch)")
     for name, rows in results.items():
         ort = rows["onnxruntime"]["ms"]
         print(f"\n{name}")

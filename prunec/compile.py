@@ -324,6 +324,7 @@ def lower_and_verify(loaded: LoadedModel, pruned: PrunedProgram, job: CompileJob
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         artifact = _timed(steps, on_stage, "lower", lambda: backend.compile(pruned.program, pruned.inputs, preset, tmp,
                                                                            options))
+        notes.update(artifact.notes)
         runtime_manifest = {"threads": job.threads, "backend_details": artifact.details}
         runner = _timed(steps, on_stage, "load runtime", lambda: backend.runner(tmp, runtime_manifest, preset))
         checks = _timed(steps, on_stage, "verify",

@@ -52,6 +52,7 @@ class Artifact:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     details: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # for the report: what the user may want to change
 
 
 Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]

@@ -74,6 +74,18 @@ def missing_host_features(preset: TargetPreset, cpuinfo: str | None = None) -> l
     return [f[1:] for f in preset.llvm_features if f.startswith("+") and f[1:].lower() not in flags]
 
 
+def wider_host_presets(preset: TargetPreset, cpuinfo: str | None = None) -> list[str]:
+    """Built-in presets for the same architecture that add LLVM features to ``preset``'s and that this
+    host's CPU has (``x86-64`` on an AVX-512 host: ``x86-64-avx512``). A compiler like TVM only uses
+    the features it is told, while ONNX Runtime picks its kernels at run time."""
+    if not preset.is_host or not preset.llvm_features:
+        return []
+    own = set(preset.llvm_features)
+    return [other.name for other in list_presets()
+            if other.arch == preset.arch and own < set(other.llvm_features)
+            and not missing_host_features(other, cpuinfo)]
+
+
 def host_arch() -> str:
     machine = platform.machine().lower()
     return {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "armv7"}.get(machine, machine)

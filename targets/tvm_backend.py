@@ -26,7 +26,7 @@ import torch
 
 from prunec.errors import ConfigError, ToolchainError
 from prunec.targets.backend import Artifact, CompileOptions, Runner, TensorSpec, io_names, register_backend
-from prunec.targets.preset import TargetPreset, host_arch, missing_host_features
+from prunec.targets.preset import TargetPreset, host_arch, missing_host_features, wider_host_presets
 
 LIBRARY_FILE = "model.so"
 CONV2D_LAYOUT = ("NHWC", "HWIO")  # activations, weights (see legalize_and_fuse)
@@ -103,7 +103,12 @@ class TvmBackend:
         else:
             runs_on = (f"C++ runner under {preset.emulator} on this {host_arch()} host "
                        f"(emulated: times are not {preset.arch} device latency)")
-        return Artifact(files=[LIBRARY_FILE], inputs=inputs, outputs=outputs,
+        notes = {}
+        wider = wider_host_presets(preset)
+        if wider:
+            notes["wider_target"] = (f"this CPU also runs --target {' or '.join(wider)}; TVM's kernels only use "
+                                     f"the vector features the target names (ONNX Runtime picks them at run time)")
+        return Artifact(files=[LIBRARY_FILE], inputs=inputs, outputs=outputs, notes=notes,
                         details={**lowered, "runtime_file": LIBRARY_FILE, "runs_on": runs_on})
 
     def runner(self, out_dir: Path, manifest: dict[str, Any], preset: TargetPreset) -> Runner:

@@ -57,6 +57,7 @@ def schedule(module: Any, target: Any, preset: TargetPreset, tuning: str, trials
     if tuning == "dlight":
         scheduled = apply_dlight(module, target)
         return Scheduled(scheduled, "dlight", tasks=functions, scheduled=count_scheduled(scheduled))
+    module = mark_weights_layout_free(module)
     tasks = extract_tasks(module, target)
     records = records_dir(preset, tasks)
     seconds = 0.0
@@ -66,9 +67,35 @@ def schedule(module: Any, target: Any, preset: TargetPreset, tuning: str, trials
         scheduled = apply_dlight(module, target)
         return Scheduled(scheduled, "dlight", tasks=functions, scheduled=count_scheduled(scheduled))
     tuned_module, tuned = apply_records(module, target, records)
-    scheduled = apply_dlight(tuned_module, target)
+    scheduled = apply_dlight(prepack_weights(tuned_module, target), target)
     return Scheduled(scheduled, "metaschedule", tasks=functions, tuned_tasks=tuned,
                      scheduled=count_scheduled(scheduled), records_dir=str(records), seconds=seconds)
+
+
+def mark_weights_layout_free(module: Any) -> Any:
+    """Mark the tasks' weight buffers (Relax constants here) as free to change layout.
+
+    MetaSchedule's ``RewriteLayout`` then lets a tuned schedule read a weight in the blocked order
+    its loops walk (what ``relax.pipeline.static_shape_tuning_pipeline(cpu_weight_prepack=True)``
+    does, and what MLAS does by prepacking); :func:`prepack_weights` moves that reordering out of
+    the kernel. Part of the tasks' TIR, so part of the records' model key.
+    """
+    from tvm import relax
+
+    return relax.transform.AttachAttrLayoutFreeBuffers()(module)
+
+
+def prepack_weights(module: Any, target: Any) -> Any:
+    """Split each tuned kernel's weight reordering into its own function and fold it into the
+    constants at compile time, so the shipped library holds prepacked weights and the same interface
+    (the then unused reordering functions are dropped)."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        return tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                         relax.transform.FoldConstant(),
+                                         relax.transform.DeadCodeElimination(["main"])])(module)
 
 
 def dlight_rules(with_prunec_rules: bool = True) -> list[Any]:

@@ -109,6 +109,19 @@ def test_host_cpu_features_are_checked_for_x86_presets() -> None:
     assert missing_host_features(load_preset("rpi4"), "flags\t: sse2") == []  # not an x86 preset
 
 
+def test_wider_presets_this_host_runs_are_suggested() -> None:
+    from prunec.targets.preset import wider_host_presets
+
+    x86 = load_preset("x86-64")
+    if host_arch() != "x86_64":
+        assert wider_host_presets(x86) == []  # not this host's architecture
+        return
+    assert wider_host_presets(x86, "flags\t: avx2 fma avx512f avx512bw avx512dq avx512vl") == ["x86-64-avx512"]
+    assert wider_host_presets(x86, "flags\t: avx2 fma") == []  # an AVX2-only CPU: nothing wider it runs
+    assert wider_host_presets(load_preset("x86-64-avx512"), "flags\t: avx2 fma avx512f avx512bw avx512dq avx512vl") == []
+    assert wider_host_presets(load_preset("rpi4"), "flags\t: avx512f") == []  # foreign: not compiled for this CPU
+
+
 def test_tvm_refuses_a_host_preset_whose_features_this_cpu_lacks(monkeypatch) -> None:
     pytest.importorskip("tvm", reason="the tvm backend needs apache-tvm")
     if host_arch() != "x86_64":

@@ -192,6 +192,34 @@ def test_metaschedule_for_a_foreign_target_needs_the_device(tiny, tmp_path, monk
         get_backend("tvm").compile(program, [x], load_preset("rpi4"), tmp_path, CompileOptions(tuning="metaschedule"))
 
 
+def test_metaschedule_tunes_prepacks_weights_and_matches_pytorch(tiny, tmp_path, monkeypatch) -> None:
+    """One tuning trial per task on the host; the tuned kernels read weights reordered at compile time."""
+    pytest.importorskip("psutil", reason="MetaSchedule's local builder and runner need psutil")
+    import tvm
+
+    from prunec.targets import tvm_backend, tvm_tuning
+
+    monkeypatch.setenv("PRUNEC_CACHE_DIR", str(tmp_path / "cache"))
+    program, x, reference = tiny
+    preset, backend, out = load_preset("x86-64"), get_backend("tvm"), tmp_path / "out"
+    out.mkdir()
+    artifact = backend.compile(program, [x], preset, out, CompileOptions(tuning="metaschedule", tuning_trials=1))
+    details = artifact.details
+    assert details["tuning"] == "metaschedule" and details["tuned_tasks"] == details["tasks"] > 0
+    outputs = backend.runner(out, {"threads": 2, "backend_details": details}, preset)([x])
+    assert np.abs(outputs[0] - reference).max() < TOLERANCE
+
+    # The cached records are picked up again (no tuning); every tuned kernel with a weight takes it prepacked.
+    target = tvm.target.Target(tvm_backend.tvm_target(preset))
+    fused = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target)
+    scheduled = tvm_tuning.schedule(fused, target, preset, "default", 0)
+    names = sorted(gv.name_hint for gv, _ in scheduled.module.functions_items())
+    assert scheduled.tuning == "metaschedule" and scheduled.seconds == 0.0
+    kernels = [n for n in names if n.startswith(("fused_conv2d", "fused_matmul"))]
+    assert kernels and all(n.endswith("_prepacked") for n in kernels), names
+    assert not [n for n in names if n.endswith("_weight_prepack")], "the reordering must fold into the constants"
+
+
 def test_runner_refuses_a_directory_without_the_library(tmp_path) -> None:
     with pytest.raises(ToolchainError, match="model.so is missing"):
         get_backend("tvm").runner(tmp_path, {"backend_details": {"runtime_file": "model.so"}}, load_preset("x86-64"))
@@ -209,6 +237,14 @@ def test_cli_compiles_and_runs_a_pruned_model(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backend_details"]["tuning"] == "dlight" and manifest["verification"]["max_abs_diff"] < 1e-4
+    # On a CPU that runs a wider preset (AVX-512 here), the report says so.
+    from prunec.targets.preset import wider_host_presets
+
+    wider = wider_host_presets(load_preset("x86-64"))
+    assert ("wider_target" in manifest["notes"]) == bool(wider)
+    if wider:
+        assert f"--target {wider[0]}" in manifest["notes"]["wider_target"]
+        assert f"--target {wider[0]}" in (out / "report.md").read_text()
     x = np.random.default_rng(0).standard_normal(manifest["inputs"][0]["shape"]).astype(np.float32)
     np.savez(tmp_path / "x.npz", x)
     result = cli.invoke(app, ["run", str(out), "--inputs", str(tmp_path / "x.npz"), "--output", str(tmp_path / "y.npz")])
