@@ -7,7 +7,8 @@ vectorisation). The choices (``CompileOptions.tuning``):
 * ``dlight``: dlight rules, no measurement, so it works for every target: prunec's rule for conv2d
   and matmul tasks (:mod:`.tvm_cpu_rules`; TVM 0.27 ships none), then TVM's CPU GEMV and Reduction.
 * ``metaschedule``: tune each task on this host with MetaSchedule (``tuning_trials`` candidates per
-  task, measured), then apply the best records; dlight covers what was not tuned. Records are cached
+  task, measured), then apply the best records, with the weights of tuned kernels reordered
+  (prepacked) into the constants at compile time; dlight covers what was not tuned. Records are cached
   per (target, model) under ``<cache>/tvm-tuning/<target>/<model key>/`` and reused by later compiles.
 * ``default``: records from that cache when this (target, model) was tuned before, else dlight.
 
