@@ -161,8 +161,10 @@ def tune(tasks: list[Any], target: Any, preset: TargetPreset, records: Path, tri
     check_pin()
     from tvm.s_tir import meta_schedule as ms
 
-    if not _has("psutil"):  # MetaSchedule's local builder and runner need it
-        raise ToolchainError("MetaSchedule needs psutil: pip install psutil (or use --tuning dlight)")
+    lacking = [m for m in ("psutil", "cloudpickle") if not _has(m)]  # MetaSchedule's local builder and runner
+    if lacking:
+        raise ToolchainError(f"MetaSchedule needs {' and '.join(lacking)}: pip install {' '.join(lacking)} "
+                             f"(or use --tuning dlight)")
 
     records.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -194,7 +194,8 @@ def test_metaschedule_for_a_foreign_target_needs_the_device(tiny, tmp_path, monk
 
 def test_metaschedule_tunes_prepacks_weights_and_matches_pytorch(tiny, tmp_path, monkeypatch) -> None:
     """One tuning trial per task on the host; the tuned kernels read weights reordered at compile time."""
-    pytest.importorskip("psutil", reason="MetaSchedule's local builder and runner need psutil")
+    for module in ("psutil", "cloudpickle"):
+        pytest.importorskip(module, reason=f"MetaSchedule's local builder and runner need {module}")
     import tvm
 
     from prunec.targets import tvm_backend, tvm_tuning
@@ -218,6 +219,16 @@ def test_metaschedule_tunes_prepacks_weights_and_matches_pytorch(tiny, tmp_path,
     kernels = [n for n in names if n.startswith(("fused_conv2d", "fused_matmul"))]
     assert kernels and all(n.endswith("_prepacked") for n in kernels), names
     assert not [n for n in names if n.endswith("_weight_prepack")], "the reordering must fold into the constants"
+
+
+def test_metaschedule_names_a_missing_helper_package(tiny, tmp_path, monkeypatch) -> None:
+    from prunec.targets import tvm_tuning
+
+    monkeypatch.setenv("PRUNEC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tvm_tuning, "_has", lambda module: module != "cloudpickle")
+    program, x, _ = tiny
+    with pytest.raises(ToolchainError, match="MetaSchedule needs cloudpickle: pip install cloudpickle"):
+        get_backend("tvm").compile(program, [x], load_preset("x86-64"), tmp_path, CompileOptions(tuning="metaschedule"))
 
 
 def test_runner_refuses_a_directory_without_the_library(tmp_path) -> None:
