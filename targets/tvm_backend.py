@@ -142,7 +142,12 @@ def lower(program: torch.export.ExportedProgram, preset: TargetPreset, tuning: s
     module = import_program(program)
     module = legalize_and_fuse(module, target)
     schedule = tvm_tuning.schedule(module, target, preset, tuning, trials)
-    built = tvm.compile(schedule.module, target=target)
+    try:
+        built = tvm.compile(schedule.module, target=target)
+    except tvm.error.InternalError as exc:  # e.g. LLVM codegen rejecting a scheduled task: no half-written output
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no message"
+        raise ToolchainError(f"TVM failed to build this model with --tuning {schedule.tuning} ({message}); "
+                             f"try another --tuning, or use --backend onnx") from None
     export_library(built, preset, library)
     return {"tvm": tvm.__version__, "tvm_ffi": tvm_ffi.__version__, "target": json.dumps(tvm_target(preset)),
             "tuning": schedule.tuning, "tuning_records": schedule.records_dir, "tuned_tasks": schedule.tuned_tasks,

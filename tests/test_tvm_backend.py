@@ -231,6 +231,19 @@ def test_metaschedule_names_a_missing_helper_package(tiny, tmp_path, monkeypatch
         get_backend("tvm").compile(program, [x], load_preset("x86-64"), tmp_path, CompileOptions(tuning="metaschedule"))
 
 
+def test_a_tvm_build_failure_is_a_clear_error(tiny, tmp_path, monkeypatch) -> None:
+    import tvm
+
+    def failing_compile(*_args, **_kwargs):
+        raise tvm.error.InternalError("Check failed: (t.MatchesCode(DLDataTypeCode::kDLFloat)) is false:")
+
+    monkeypatch.setattr(tvm, "compile", failing_compile)
+    program, x, _ = tiny
+    with pytest.raises(ToolchainError, match="TVM failed to build this model with --tuning dlight .*--backend onnx"):
+        get_backend("tvm").compile(program, [x], load_preset("x86-64"), tmp_path, CompileOptions(tuning="dlight"))
+    assert not (tmp_path / "model.so").exists()
+
+
 def test_runner_refuses_a_directory_without_the_library(tmp_path) -> None:
     with pytest.raises(ToolchainError, match="model.so is missing"):
         get_backend("tvm").runner(tmp_path, {"backend_details": {"runtime_file": "model.so"}}, load_preset("x86-64"))
