@@ -164,16 +164,23 @@ def tvm_target(preset: TargetPreset) -> dict[str, Any]:
 
 
 def import_program(program: torch.export.ExportedProgram) -> Any:
-    """The Relax module of an exported program, weights bound as constants."""
+    """The Relax module of an exported program, weights bound as constants.
+
+    The importer's departures from PyTorch's semantics are corrected right away
+    (:mod:`.tvm_import_fixes`), so every later step sees what the program means.
+    """
     from tvm.relax.frontend.torch import from_exported_program
+
+    from prunec.targets.tvm_import_fixes import fix_imported_module
 
     try:
         with torch.no_grad():
-            return from_exported_program(program, keep_params_as_input=False)
+            module = from_exported_program(program, keep_params_as_input=False)
     except (AssertionError, KeyError, NotImplementedError, ValueError) as exc:
         raise ToolchainError(f"TVM's PyTorch importer cannot convert this model ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); "
                              f"use --backend onnx") from None
+    return fix_imported_module(module)
 
 
 def legalize_and_fuse(module: Any, target: Any, conv2d_layout: tuple[str, str] | None = CONV2D_LAYOUT) -> Any:

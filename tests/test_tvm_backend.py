@@ -244,6 +244,67 @@ def test_a_tvm_build_failure_is_a_clear_error(tiny, tmp_path, monkeypatch) -> No
     assert not (tmp_path / "model.so").exists()
 
 
+class CountsPositives(torch.nn.Module):
+    """Running counts over bool and int32 tensors: PyTorch accumulates both in int64."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positives = torch.cumsum(x > 0, dim=-1)
+        ranks = torch.cumsum((x < 0).to(torch.int32), dim=-1)
+        return x * positives + ranks
+
+
+class Logits(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, use_cache=False).logits
+
+
+def _build_and_run(model: torch.nn.Module, x: torch.Tensor, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        program = torch.export.export(model, (x,), strict=False)
+        reference = model(x).numpy()
+    preset, backend = load_preset("x86-64"), get_backend("tvm")
+    artifact = backend.compile(program, [x.numpy()], preset, out, CompileOptions(tuning="dlight"))
+    return backend.runner(out, {"threads": 2, "backend_details": artifact.details}, preset)([x.numpy()])[0], reference
+
+
+def test_cumsum_over_bools_counts_like_pytorch(tmp_path) -> None:
+    """TVM's importer kept bool as cumsum's dtype: wrong counts, and LLVM refused to add two i1 values."""
+    x = torch.randn(2, 12, generator=torch.Generator().manual_seed(0))
+    output, reference = _build_and_run(CountsPositives().eval(), x, tmp_path)
+    assert reference.max() > 2  # counts above 1: a bool accumulator would saturate
+    assert np.abs(output - reference).max() < TOLERANCE
+
+
+def test_llama_causal_lm_builds_and_matches_pytorch(tmp_path) -> None:
+    """The LLaMA causal mask takes a cumsum over bools (packed-sequence detection); SmolLM2 is this architecture."""
+    model, (ids,), _ = models.llama_gqa()
+    output, reference = _build_and_run(Logits(models.randomize_(model)).eval(), ids, tmp_path)
+    assert output.shape == reference.shape == (2, 8, 96)
+    assert np.abs(output - reference).max() < 1e-4 * max(1.0, np.abs(reference).max())
+
+
+def test_import_fixes_leave_a_correct_module_unchanged() -> None:
+    import tvm
+
+    from prunec.targets import tvm_import_fixes
+
+    class AlreadyInt64(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cumsum(x, dim=0) + 1
+
+    with torch.no_grad():
+        program = torch.export.export(AlreadyInt64(), (torch.arange(6),), strict=False)
+    from tvm.relax.frontend.torch import from_exported_program
+
+    imported = from_exported_program(program)
+    assert "R.cumsum" in imported["main"].script()
+    tvm.ir.assert_structural_equal(tvm_import_fixes.fix_imported_module(imported), imported)
+
+
 def test_runner_refuses_a_directory_without_the_library(tmp_path) -> None:
     with pytest.raises(ToolchainError, match="model.so is missing"):
         get_backend("tvm").runner(tmp_path, {"backend_details": {"runtime_file": "model.so"}}, load_preset("x86-64"))
