@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -192,33 +193,83 @@ def test_metaschedule_for_a_foreign_target_needs_the_device(tiny, tmp_path, monk
         get_backend("tvm").compile(program, [x], load_preset("rpi4"), tmp_path, CompileOptions(tuning="metaschedule"))
 
 
-def test_metaschedule_tunes_prepacks_weights_and_matches_pytorch(tiny, tmp_path, monkeypatch) -> None:
-    """One tuning trial per task on the host; the tuned kernels read weights reordered at compile time."""
+@pytest.fixture(scope="module")
+def host_tuned(tiny, tmp_path_factory) -> tuple[Path, Path, Any]:
+    """The tiny CNN tuned for real on the host, one trial per task, records in a cache of its own."""
     for module in ("psutil", "cloudpickle"):
         pytest.importorskip(module, reason=f"MetaSchedule's local builder and runner need {module}")
+    program, x, _ = tiny
+    cache, out = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("tuned")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PRUNEC_CACHE_DIR", str(cache))
+        artifact = get_backend("tvm").compile(program, [x], load_preset("x86-64"), out,
+                                              CompileOptions(tuning="metaschedule", tuning_trials=1))
+    return cache, out, artifact
+
+
+def _prepacked_schedule(program: torch.export.ExportedProgram, preset_name: str) -> tuple[Any, list[str]]:
+    """What ``--tuning default`` schedules for ``preset_name`` from the cache, and its function names."""
     import tvm
 
     from prunec.targets import tvm_backend, tvm_tuning
 
-    monkeypatch.setenv("PRUNEC_CACHE_DIR", str(tmp_path / "cache"))
-    program, x, reference = tiny
-    preset, backend, out = load_preset("x86-64"), get_backend("tvm"), tmp_path / "out"
-    out.mkdir()
-    artifact = backend.compile(program, [x], preset, out, CompileOptions(tuning="metaschedule", tuning_trials=1))
-    details = artifact.details
-    assert details["tuning"] == "metaschedule" and details["tuned_tasks"] == details["tasks"] > 0
-    outputs = backend.runner(out, {"threads": 2, "backend_details": details}, preset)([x])
-    assert np.abs(outputs[0] - reference).max() < TOLERANCE
-
-    # The cached records are picked up again (no tuning); every tuned kernel with a weight takes it prepacked.
+    preset = load_preset(preset_name)
     target = tvm.target.Target(tvm_backend.tvm_target(preset))
     fused = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target)
     scheduled = tvm_tuning.schedule(fused, target, preset, "default", 0)
-    names = sorted(gv.name_hint for gv, _ in scheduled.module.functions_items())
-    assert scheduled.tuning == "metaschedule" and scheduled.seconds == 0.0
+    return scheduled, sorted(gv.name_hint for gv, _ in scheduled.module.functions_items())
+
+
+def _assert_prepacked(names: list[str]) -> None:
     kernels = [n for n in names if n.startswith(("fused_conv2d", "fused_matmul"))]
     assert kernels and all(n.endswith("_prepacked") for n in kernels), names
     assert not [n for n in names if n.endswith("_weight_prepack")], "the reordering must fold into the constants"
+
+
+def test_metaschedule_tunes_prepacks_weights_and_matches_pytorch(tiny, host_tuned, monkeypatch) -> None:
+    """One tuning trial per task on the host; the tuned kernels read weights reordered at compile time."""
+    cache, out, artifact = host_tuned
+    monkeypatch.setenv("PRUNEC_CACHE_DIR", str(cache))
+    program, x, reference = tiny
+    details = artifact.details
+    assert details["tuning"] == "metaschedule" and details["tuned_tasks"] == details["tasks"] > 0
+    outputs = get_backend("tvm").runner(out, {"threads": 2, "backend_details": details}, load_preset("x86-64"))([x])
+    assert np.abs(outputs[0] - reference).max() < TOLERANCE
+
+    # The cached records are picked up again (no tuning); every tuned kernel with a weight takes it prepacked.
+    scheduled, names = _prepacked_schedule(program, "x86-64")
+    assert scheduled.tuning == "metaschedule" and scheduled.seconds == 0.0
+    _assert_prepacked(names)
+
+
+def test_records_copied_for_a_foreign_target_are_prepacked_and_run_under_qemu(tiny, host_tuned, tmp_path,
+                                                                              monkeypatch) -> None:
+    """The path of records tuned on a device and copied into the cache: prepacking folds the weights
+    on this host (constant folding evaluates on the host CPU), the library is cross compiled, and it
+    still matches PyTorch under qemu. The host's records stand in for the device's here."""
+    _needs("aarch64-linux-gnu-g++", "qemu-aarch64")
+    from prunec.targets import tvm_runtime
+
+    try:
+        runtimes = tvm_runtime.runtime_root("aarch64").parents[1]  # fetched once into the user cache
+    except ToolchainError as exc:
+        pytest.skip(f"no aarch64 TVM runtime here: {exc}")
+    cache, _, artifact = host_tuned
+    monkeypatch.setenv("PRUNEC_CACHE_DIR", str(cache))
+    if not (cache / "runtimes").exists():
+        (cache / "runtimes").symlink_to(runtimes, target_is_directory=True)
+    program, x, reference = tiny
+    host_records = Path(artifact.details["tuning_records"])
+    rpi4_records = cache / "tvm-tuning" / "rpi4" / host_records.name  # the tasks' TIR is target-independent
+    shutil.copytree(host_records, rpi4_records)
+
+    preset, backend = load_preset("rpi4"), get_backend("tvm")
+    built = backend.compile(program, [x], preset, tmp_path, CompileOptions(tuning="default"))
+    assert built.details["tuning"] == "metaschedule" and built.details["tuning_records"] == str(rpi4_records)
+    assert built.details["tuned_tasks"] == built.details["tasks"] > 0
+    outputs = backend.runner(tmp_path, {"threads": 1, "backend_details": built.details}, preset)([x])
+    assert np.abs(outputs[0] - reference).max() < TOLERANCE
+    _assert_prepacked(_prepacked_schedule(program, "rpi4")[1])
 
 
 def test_metaschedule_names_a_missing_helper_package(tiny, tmp_path, monkeypatch) -> None:
