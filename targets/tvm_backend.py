@@ -104,6 +104,8 @@ class TvmBackend:
             runs_on = (f"C++ runner under {preset.emulator} on this {host_arch()} host "
                        f"(emulated: times are not {preset.arch} device latency)")
         notes = {}
+        if lowered["tuning"] == "dlight":
+            notes["untuned"] = untuned_note(preset, lowered["tuning_records"])
         wider = wider_host_presets(preset)
         if wider:
             notes["wider_target"] = (f"this CPU also runs --target {' or '.join(wider)}; TVM's kernels only use "
@@ -121,6 +123,22 @@ class TvmBackend:
         if preset.is_host:
             return tvm_runtime.in_process_runner(library, threads)
         return tvm_runtime.emulated_runner(library, preset, threads)
+
+
+def untuned_note(preset: TargetPreset, records: str) -> str:
+    """What the user can do about kernels that run on dlight schedules (no measurement).
+
+    ``records`` is the folder ``--tuning default`` looked in ('' when it did not look: ``--tuning dlight``).
+    """
+    from prunec.targets.tvm_runtime import cache_dir
+
+    records = records or str(cache_dir() / "tvm-tuning" / preset.name / "<model key>")
+    measured = ("tuned kernels ran 3.0x faster than dlight on the ResNet-50 shape and SmolLM2-135M prefill "
+                "on a 2-core AVX-512 host, after 15-18 minutes of tuning at 64 trials per task; docs/tvm.md")
+    if preset.is_host:
+        return f"kernels use dlight schedules, not tuned: --tuning metaschedule --tuning-trials 64 tunes them here ({measured})"
+    return (f"kernels use dlight schedules, not tuned: MetaSchedule measures on the device, so tune this model there "
+            f"and copy the records to {records}; the next compile uses them ({measured})")
 
 
 def _output_values(program: torch.export.ExportedProgram) -> list[Any]:
@@ -183,7 +201,8 @@ def import_program(program: torch.export.ExportedProgram) -> Any:
     return fix_imported_module(module)
 
 
-def legalize_and_fuse(module: Any, target: Any, conv2d_layout: tuple[str, str] | None = CONV2D_LAYOUT) -> Any:
+def legalize_and_fuse(module: Any, target: Any, conv2d_layout: tuple[str, str] | None = CONV2D_LAYOUT,
+                      share_tied: bool = True) -> Any:
     """Lower Relax ops to TIR and fuse them into the tasks that scheduling and tuning work on.
 
     First 2-D convolutions move to NHWC activations and HWIO weights (``CONV2D_LAYOUT``; ``None``
@@ -193,10 +212,16 @@ def legalize_and_fuse(module: Any, target: Any, conv2d_layout: tuple[str, str] |
     AVX-512 host the ResNet-50 shape took 124 ms against 426 ms in NCHW
     (``benchmarks/tvm_latency.py --variants dlight,dlight-nchw``). Then the steps of
     ``relax.pipeline.static_shape_tuning_pipeline`` before its tuning; MetaSchedule records match
-    tasks made by this function (TVM's own pipeline keeps NCHW).
+    tasks made by this function (TVM's own pipeline keeps NCHW). A tied embedding and LM head keep
+    one table rather than two after constant folding (``share_tied``, :mod:`.tvm_tied_tables`).
     """
     import tvm
     from tvm import relax
+
+    from prunec.targets.tvm_tied_tables import share_tied_tables
+
+    if share_tied:
+        module = share_tied_tables(module)
 
     layout = [relax.transform.ConvertLayout({"relax.nn.conv2d": list(conv2d_layout)})] if conv2d_layout else []
     with target:

@@ -43,10 +43,10 @@ class Scheduled:
 
     module: Any
     tuning: str
-    tasks: int = 0          # TIR functions (fused tasks) in the module
+    tasks: int = 0          # TIR functions (fused tasks) in the scheduled module
     tuned_tasks: int = 0    # of which have a MetaSchedule record
     scheduled: int = 0      # of which carry any schedule (records or dlight)
-    records_dir: str = ""
+    records_dir: str = ""   # where records were read (or, for "default" falling back to dlight, looked for)
     seconds: float = 0.0
 
 
@@ -58,18 +58,20 @@ def schedule(module: Any, target: Any, preset: TargetPreset, tuning: str, trials
     if tuning == "dlight":
         scheduled = apply_dlight(module, target)
         return Scheduled(scheduled, "dlight", tasks=functions, scheduled=count_scheduled(scheduled))
-    module = mark_weights_layout_free(module)
-    tasks = extract_tasks(module, target)
+    marked = mark_weights_layout_free(module)
+    tasks = extract_tasks(marked, target)
     records = records_dir(preset, tasks)
     seconds = 0.0
     if tuning == "metaschedule":
         seconds = tune(tasks, target, preset, records, trials or DEFAULT_TRIALS_PER_TASK)
-    elif not has_records(records):
+    elif not has_records(records):  # exactly what --tuning dlight builds; records_dir says where we looked
         scheduled = apply_dlight(module, target)
-        return Scheduled(scheduled, "dlight", tasks=functions, scheduled=count_scheduled(scheduled))
-    tuned_module, tuned = apply_records(module, target, records)
+        return Scheduled(scheduled, "dlight", tasks=functions, scheduled=count_scheduled(scheduled),
+                         records_dir=str(records))
+    tuned_module, tuned = apply_records(marked, target, records)
     scheduled = apply_dlight(prepack_weights(tuned_module, target), target)
-    return Scheduled(scheduled, "metaschedule", tasks=functions, tuned_tasks=tuned,
+    # Counted on the built module: marking can split a task in two, prepacking drops functions.
+    return Scheduled(scheduled, "metaschedule", tasks=count_functions(scheduled), tuned_tasks=tuned,
                      scheduled=count_scheduled(scheduled), records_dir=str(records), seconds=seconds)
 
 

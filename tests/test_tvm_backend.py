@@ -144,6 +144,7 @@ def test_rpi4_build_runs_under_qemu_and_matches_pytorch(tiny, tmp_path) -> None:
     header = (tmp_path / "model.so").read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
     assert "qemu-aarch64" in artifact.details["runs_on"]
+    assert "tune this model there" in artifact.notes["untuned"] and "tvm-tuning/rpi4/" in artifact.notes["untuned"]
     outputs = backend.runner(tmp_path, {"threads": 1, "backend_details": artifact.details}, preset)([x])
     assert np.abs(outputs[0] - reference).max() < TOLERANCE
 
@@ -266,7 +267,7 @@ def test_records_copied_for_a_foreign_target_are_prepacked_and_run_under_qemu(ti
     preset, backend = load_preset("rpi4"), get_backend("tvm")
     built = backend.compile(program, [x], preset, tmp_path, CompileOptions(tuning="default"))
     assert built.details["tuning"] == "metaschedule" and built.details["tuning_records"] == str(rpi4_records)
-    assert built.details["tuned_tasks"] == built.details["tasks"] > 0
+    assert built.details["tuned_tasks"] == built.details["tasks"] > 0 and "untuned" not in built.notes
     outputs = backend.runner(tmp_path, {"threads": 1, "backend_details": built.details}, preset)([x])
     assert np.abs(outputs[0] - reference).max() < TOLERANCE
     _assert_prepacked(_prepacked_schedule(program, "rpi4")[1])
@@ -338,6 +339,48 @@ def test_llama_causal_lm_builds_and_matches_pytorch(tmp_path) -> None:
     assert np.abs(output - reference).max() < 1e-4 * max(1.0, np.abs(reference).max())
 
 
+def _tables(module: Any, shape: tuple[int, int]) -> int:
+    """How many constants of ``shape`` or its transpose ``main`` of ``module`` holds."""
+    from tvm import relax
+
+    found: list[Any] = []
+
+    @relax.expr_functor.visitor
+    class _Constants(relax.PyExprVisitor):
+        def visit_generic_const_(self, constant: Any) -> None:
+            if tuple(constant.value.shape) in (shape, shape[::-1]) and not any(constant.same_as(c) for c in found):
+                found.append(constant)
+
+    _Constants().visit_expr(module["main"])
+    return len(found)
+
+
+def test_a_tied_embedding_and_lm_head_share_one_table(tmp_path) -> None:
+    """Constant folding used to store the LM head's transposed view of a tied table as a second table."""
+    import tvm
+
+    from prunec.targets import tvm_backend, tvm_tied_tables
+
+    model, (ids,), _ = models.llama_tied()
+    model = Logits(models.randomize_(model)).eval()
+    with torch.no_grad():
+        program = torch.export.export(model, (ids,), strict=False)
+    imported = tvm_backend.import_program(program)
+    vocab_by_hidden = (96, 48)
+    assert len(tvm_tied_tables.tied_tables(imported)) == 1
+    target = tvm.target.Target(tvm_backend.tvm_target(load_preset("x86-64")))
+    assert _tables(tvm_backend.legalize_and_fuse(imported, target), vocab_by_hidden) == 1
+    unshared = tvm_backend.legalize_and_fuse(imported, target, share_tied=False)
+    assert _tables(unshared, vocab_by_hidden) == 2  # what the fix removes
+
+    output, reference = _build_and_run(model, ids, tmp_path)
+    assert np.abs(output - reference).max() < 1e-4 * max(1.0, np.abs(reference).max())
+    untied, (ids,), _ = models.llama_gqa()
+    with torch.no_grad():
+        untied_program = torch.export.export(Logits(untied).eval(), (ids,), strict=False)
+    assert tvm_tied_tables.tied_tables(tvm_backend.import_program(untied_program)) == []
+
+
 def test_import_fixes_leave_a_correct_module_unchanged() -> None:
     import tvm
 
@@ -381,6 +424,8 @@ def test_cli_compiles_and_runs_a_pruned_model(tmp_path) -> None:
     if wider:
         assert f"--target {wider[0]}" in manifest["notes"]["wider_target"]
         assert f"--target {wider[0]}" in (out / "report.md").read_text()
+    # Untuned kernels: the report says how to tune them.
+    assert "--tuning metaschedule" in manifest["notes"]["untuned"]
     x = np.random.default_rng(0).standard_normal(manifest["inputs"][0]["shape"]).astype(np.float32)
     np.savez(tmp_path / "x.npz", x)
     result = cli.invoke(app, ["run", str(out), "--inputs", str(tmp_path / "x.npz"), "--output", str(tmp_path / "y.npz")])
