@@ -9,10 +9,12 @@ Variants, all measured in one run on the same input:
   tvm-dlight       prunec's --tuning dlight: its conv2d/matmul rule + TVM's rules (no measurement),
                    convolutions in NHWC/HWIO as prunec lowers them
   tvm-dlight-nchw  the same, convolutions left in NCHW (how prunec lowered them before 2026-11-23)
+  tvm-dlight-unshared  the same, a tied embedding and LM head kept as two tables (before 2026-11-23)
   tvm-ms           --tuning metaschedule with --ms-trials trials per task (only with --ms-trials > 0)
 TVM variants run in-process with TVM_NUM_THREADS=THREADS. Each variant: 1 warm-up run, then the
 median of --repeat runs (the untuned build: --slow-repeat runs). Lowering (and tuning) time is
-reported beside the latency. Max |variant - PyTorch| is printed as a correctness check.
+reported beside the latency, and the size of each artefact (``model.so``; ORT: the runtime file). Max
+|variant - PyTorch| is printed as a correctness check.
 
     TVM_NUM_THREADS=2 python benchmarks/tvm_latency.py --models resnet50,resnet18,mobilenetv2
 """
@@ -104,10 +106,11 @@ def tvm_variant(program: torch.export.ExportedProgram, x: np.ndarray, how: str, 
     out = scratch / how
     out.mkdir()
     started = time.perf_counter()
-    if how in ("dlight-tvm", "dlight-nchw"):  # the same steps as tvm_backend.lower, other rules or layout
+    if how in ("dlight-tvm", "dlight-nchw", "dlight-unshared"):  # tvm_backend.lower's steps, one changed
         target = tvm.target.Target(tvm_backend.tvm_target(preset))
         layout = None if how == "dlight-nchw" else tvm_backend.CONV2D_LAYOUT
-        module = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target, layout)
+        module = tvm_backend.legalize_and_fuse(tvm_backend.import_program(program), target, layout,
+                                               share_tied=how != "dlight-unshared")
         module = tvm_tuning.apply_dlight(module, target, tvm_tuning.dlight_rules(with_prunec_rules=how != "dlight-tvm"))
         tvm_backend.export_library(tvm.compile(module, target=target), preset, out / tvm_backend.LIBRARY_FILE)
         details = {"scheduled_tasks": tvm_tuning.count_scheduled(module), "tasks": tvm_tuning.count_functions(module)}
@@ -117,10 +120,11 @@ def tvm_variant(program: torch.export.ExportedProgram, x: np.ndarray, how: str, 
                                                     CompileOptions(tuning=tuning, tuning_trials=trials))
         details = artifact.details
     seconds = time.perf_counter() - started
+    details["library_bytes"] = (out / tvm_backend.LIBRARY_FILE).stat().st_size
     return tvm_runtime.in_process_runner(out / tvm_backend.LIBRARY_FILE, THREADS), seconds, details
 
 
-def ort_variant(program: torch.export.ExportedProgram, x: np.ndarray, scratch: Path) -> tuple[Callable, float]:
+def ort_variant(program: torch.export.ExportedProgram, x: np.ndarray, scratch: Path) -> tuple[Callable, float, int]:
     from prunec.targets.backend import CompileOptions, get_backend
     from prunec.targets.preset import load_preset
 
@@ -130,7 +134,8 @@ def ort_variant(program: torch.export.ExportedProgram, x: np.ndarray, scratch: P
     started = time.perf_counter()
     artifact = backend.compile(program, [x], preset, out, CompileOptions())
     seconds = time.perf_counter() - started
-    return backend.runner(out, {"threads": THREADS, "backend_details": artifact.details}, preset), seconds
+    size = (out / artifact.details["runtime_file"]).stat().st_size
+    return backend.runner(out, {"threads": THREADS, "backend_details": artifact.details}, preset), seconds, size
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -143,8 +148,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     with torch.no_grad():
         rows["torch"] = {"ms": median_ms(lambda: model(x), args.repeat), "build_s": 0.0, "max_abs_diff": 0.0}
     with tempfile.TemporaryDirectory(prefix="prunec-tvm-bench-") as scratch:
-        run, seconds = ort_variant(program, arr, Path(scratch))
-        rows["onnxruntime"] = {"ms": median_ms(lambda: run([arr]), args.repeat), "build_s": seconds,
+        run, seconds, size = ort_variant(program, arr, Path(scratch))
+        rows["onnxruntime"] = {"ms": median_ms(lambda: run([arr]), args.repeat), "build_s": seconds, "bytes": size,
                                "max_abs_diff": float(np.abs(run([arr])[0] - reference).max())}
         variants = [v for v in args.variants.split(",") if v != "ms"] + (["ms"] if args.ms_trials > 0 else [])
         for how in variants:
@@ -152,7 +157,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             repeat = args.slow_repeat if how in ("none", "dlight-tvm") else args.repeat
             rows[f"tvm-{how}"] = {"ms": median_ms(lambda: run([arr]), repeat), "build_s": seconds,
                                   "max_abs_diff": float(np.abs(run([arr])[0] - reference).max()),
-                                  "tuning_s": details.get("tuning_seconds", 0.0),
+                                  "tuning_s": details.get("tuning_seconds", 0.0), "bytes": details["library_bytes"],
                                   "scheduled": f"{details.get('scheduled_tasks', 0)}/{details.get('tasks', 0)}"}
             print(f"  {name} tvm-{how}: {rows[f'tvm-{how}']}", file=sys.stderr, flush=True)
     return rows
@@ -181,8 +186,9 @@ def main() -> None:
         print(f"\n{name}")
         for variant, row in rows.items():
             extra = f", scheduled {row['scheduled']}" if "scheduled" in row else ""
-            print(f"  {variant:16s} {row['ms']:10.1f} ms  {row['ms'] / ort:6.2f}x ORT  "
-                  f"(build {row['build_s']:.0f} s{extra}; diff {row['max_abs_diff']:.1e})")
+            size = f", {row['bytes'] / 1e6:.1f} MB" if "bytes" in row else ""
+            print(f"  {variant:20s} {row['ms']:10.1f} ms  {row['ms'] / ort:6.2f}x ORT  "
+                  f"(build {row['build_s']:.0f} s{extra}{size}; diff {row['max_abs_diff']:.1e})")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
