@@ -15,6 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 
+def _is_row_gather(call: Any) -> bool:
+    return _op_name(call) == "relax.take" and call.attrs.axis is not None and int(call.attrs.axis) == 0
+
+
 def _is_transpose_2d(call: Any) -> bool:
     axes = call.attrs.axes
     return axes is None or [int(a) for a in axes] == [1, 0]
@@ -44,7 +48,7 @@ def tied_tables(module: Any) -> list[Any]:
             name, table = _op_name(call), call.args[0] if call.args else None
             if not isinstance(table, tvm.ir.expr.Constant) or getattr(table.ty, "ndim", -1) != 2:
                 return
-            if name == "relax.take" and int(call.attrs.axis) == 0:
+            if _is_row_gather(call):
                 gathered.append(table)
             elif name == "relax.permute_dims" and _is_transpose_2d(call):
                 transposed.append(table)
@@ -66,12 +70,12 @@ def share_tied_tables(module: Any) -> Any:
     class _GatherColumns(relax.PyExprMutator):
         def visit_call_(self, call: Any) -> Any:
             call = super().visit_call_(call)
-            if _op_name(call) != "relax.take" or int(call.attrs.axis) != 0:
+            if not _is_row_gather(call):
                 return call
             table, indices = call.args
             if not any(table.same_as(c) for c in tied):
                 return call
-            columns = relax.op.take(relax.op.permute_dims(table, [1, 0]), indices, axis=1)
+            columns = relax.op.take(relax.op.permute_dims(table, [1, 0]), indices, axis=1, mode=str(call.attrs.mode))
             rank = int(indices.ty.ndim)
             # take over axis 1 gives (hidden, *indices.shape): move hidden back to the end.
             return relax.op.permute_dims(columns, [*range(1, rank + 1), 0])
