@@ -4,6 +4,8 @@ Estimators are registered by name with what they need (weights only, calibration
 activations, or gradients); each is a function ``(analysis, group, inputs) ->
 np.ndarray`` of length ``group.size``.  Units whose weights are all zero score 0
 under every estimator except ``random``, which keeps dead-unit removal exact.
+"Weights" are a group's parameter members (``weight_members``): BatchNorm running
+statistics and other buffers are state, not weights, and never raise a dead unit's score.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from prunec.analysis.analyze import Analysis
-from prunec.analysis.groups import Group, Member
+from prunec.analysis.groups import Group, Member, weight_members
 from prunec.errors import ConfigError
 from prunec.stats import CalibrationStats
 
@@ -78,11 +80,10 @@ def _scatter(analysis: Analysis, group: Group, m: Member, per_position: torch.Te
 
 
 def _per_unit_sum(analysis: Analysis, group: Group, tensors: Mapping[str, torch.Tensor], fn) -> np.ndarray:
-    """Sum ``fn(rows)`` over every non-shared member slice of each unit."""
+    """Sum ``fn(rows)`` over the weight slices of each unit (not statistics: see ``weight_members``)."""
     scores = np.zeros(group.size, dtype=np.float64)
-    for m in group.members:
-        if not m.shared:
-            _scatter(analysis, group, m, fn(_rows(tensors[m.name], m.dim)), scores)
+    for m in weight_members(group.members):
+        _scatter(analysis, group, m, fn(_rows(tensors[m.name], m.dim)), scores)
     return scores
 
 
@@ -141,8 +142,8 @@ def taylor(analysis: Analysis, group: Group, inputs: ScoringInputs) -> np.ndarra
     if not inputs.grads:
         raise ConfigError("taylor importance needs calibration data (--calib FILE)")
     scores = np.zeros(group.size, dtype=np.float64)
-    for m in group.members:
-        if m.shared or m.name not in inputs.grads:
+    for m in weight_members(group.members):
+        if m.name not in inputs.grads:
             continue
         w = _rows(inputs.tensors[m.name], m.dim)
         g = _rows(inputs.grads[m.name], m.dim)

@@ -18,7 +18,7 @@ import torch
 from prunec.allocation import uniform_count
 from prunec.attrs import get_path
 from prunec.analysis.analyze import Analysis
-from prunec.analysis.groups import DEFAULT_KINDS
+from prunec.analysis.groups import DEFAULT_KINDS, weight_members
 from prunec.prune import PruneResult, analyze, prune, select_groups
 
 
@@ -51,12 +51,14 @@ def choose_dead_units(analysis: Analysis, ratio: float, kinds: Sequence[str], se
 
 @torch.no_grad()
 def kill_units(model: torch.nn.Module, analysis: Analysis, units: dict[int, tuple[int, ...]]) -> None:
-    """Zero every (non-shared) member slice of the given units, in ``model``'s own tensors."""
+    """Zero the weight slices of the given units, in ``model``'s own tensors.
+
+    Only weights (``weight_members``): BatchNorm running statistics keep their values, as in a trained
+    net whose channel died, so the oracle also checks that scores ignore statistics.
+    """
     for gid, chosen in units.items():
         group = analysis.groups[gid]
-        for m in group.members:
-            if m.shared:
-                continue
+        for m in weight_members(group.members):
             coords = analysis.unit_coords(group, m)
             positions = np.flatnonzero(np.isin(coords, chosen))
             tensor = get_path(model, m.name)

@@ -25,6 +25,20 @@ class Member:
         return f"{self.name}[{self.dim}]"
 
 
+def weight_members(members: "tuple[Member, ...] | list[Member]") -> list[Member]:
+    """The non-shared members that hold a unit's *weights*: what magnitude scores read and what makes a unit dead.
+
+    Parameters (weights, biases, norm affines) are weights; buffers are state that is not trained
+    (BatchNorm running statistics, counters) and constants are tables a model's definition fixes, so a
+    unit whose parameters are zero is dead whatever its statistics say (``γ = β = 0`` zeroes a BatchNorm
+    channel for any running variance).  A group with no parameter member (a model that keeps its weights
+    in buffers or lifted constants) falls back to every non-shared member.
+    """
+    own = [m for m in members if not m.shared]
+    params = [m for m in own if m.role == "parameter"]
+    return params or own
+
+
 @dataclass(frozen=True)
 class Group:
     """A set of slices that must be removed together, unit by unit.

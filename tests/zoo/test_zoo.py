@@ -2,7 +2,10 @@
 
 Every case must prune exactly (outputs of the pruned model equal the original's
 once the removed units are made dead) and remove >= 10% of the parameters, or
-record in ``zoo/cases.py`` which ops it leaves unhandled and why.  The pruned
+record in ``zoo/cases.py`` which ops it leaves unhandled and why.  The recorded
+list is an upper bound: an op without a rule that is not recorded fails the case
+(a regression); a recorded one that no longer appears does not (the library may
+have stopped emitting it).  The pruned
 model is also exported with ``torch.onnx.export(dynamo=True)`` and run in ONNX
 Runtime for a representative subset (``PRUNEC_ZOO_ONNX=all`` for every case,
 ``=none`` to skip).  Each case has a time budget (``PRUNEC_ZOO_BUDGET_S``, 120 s).
@@ -55,9 +58,11 @@ def test_zoo_case(case: ZooCase, time_budget) -> None:
     report = check_dead_unit_exactness(model, args, kwargs, ratio=0.3, kinds=KINDS)
     result, analysis = report.result, report.result.analysis
 
-    unhandled = tuple(sorted({reason for _, reason in analysis.unhandled_ops}))
-    assert unhandled == case.unhandled, (
-        f"ops left unhandled changed: now {unhandled}, recorded {case.unhandled} (update zoo/cases.py)")
+    # A regression is an op that gains no rule (a reason not recorded); a recorded reason that no longer
+    # appears is progress, or a library that stopped emitting the op (transformers' rotary under no_grad).
+    unhandled = {reason for _, reason in analysis.unhandled_ops}
+    new = sorted(unhandled - set(case.unhandled))
+    assert not new, f"ops left unhandled that had a rule or were never seen: {new} (recorded: {case.unhandled})"
     assert result.removed == report.expected_units, "magnitude importance must pick exactly the dead units"
     assert report.max_abs_diff <= TOLERANCE, f"pruned outputs differ by {report.max_abs_diff}"
     # Everything prunable was pruned: every group big enough for 30% lost units.
