@@ -87,13 +87,27 @@ def load_npz_calibration(path: Path, config: CalibrationConfig) -> list[tuple]:
     return [tuple(a[i : i + config.batch_size] for a in arrays) for i in range(0, n, config.batch_size)]
 
 
-def load_calibration(path: str | Path, tokenizer: Any = None, config: CalibrationConfig = CalibrationConfig()) -> list[tuple]:
-    """Calibration batches from a text/JSONL file (tokenised) or an ``.npz`` of input arrays."""
+def check_data_file(path: str | Path, what: str) -> Path:
+    """A data file that exists, is a readable regular file and is not empty; checked before any model
+    loads, so a typo in a path fails in a second instead of after minutes of loading."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"calibration file {path} not found")
+        raise ConfigError(f"{what} {path} not found; check the path")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a file; give a text, JSONL or .npz file")
     if path.stat().st_size == 0:
-        raise ConfigError(f"calibration file {path} is empty")
+        raise ConfigError(f"{what} {path} is empty; give a file with data")
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read ({exc.strerror}); check its permissions") from None
+    return path
+
+
+def load_calibration(path: str | Path, tokenizer: Any = None, config: CalibrationConfig = CalibrationConfig()) -> list[tuple]:
+    """Calibration batches from a text/JSONL file (tokenised) or an ``.npz`` of input arrays."""
+    path = check_data_file(path, "calibration file")
     if path.suffix == ".npz":
         return load_npz_calibration(path, config)
     return load_text_calibration(path, tokenizer, config)

@@ -8,7 +8,24 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from prunec.errors import OutputExistsError
+from prunec.errors import ConfigError, OutputExistsError
+
+
+def check_output(path: Path, *, overwrite: bool = False, option: str = "-o") -> None:
+    """Refuse, before any work, an output that exists (without ``overwrite``) or cannot be created.
+
+    Called up front by the commands, so a typo in ``-o`` costs nothing instead of a model load.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output {path} already exists; choose another {option} or pass --force to replace it")
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ConfigError(f"output {path}: {parent} is not a directory; choose another {option}")
+    import os
+
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"output {path}: {parent} is not writable; choose another {option}")
 
 
 @contextlib.contextmanager

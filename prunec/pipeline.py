@@ -19,7 +19,7 @@ import torch
 
 from prunec.analysis.groups import DEFAULT_KINDS
 from prunec.budget import Budget
-from prunec.calibration import CalibrationConfig, load_calibration
+from prunec.calibration import CalibrationConfig, check_data_file, load_calibration
 from prunec.devices import resolve_device
 from prunec.eager_recovery import distill_eager, rebuild_eager
 from prunec.errors import ConfigError, TraceError
@@ -76,6 +76,14 @@ class PruneJob:
         """Fill in the ``auto`` defaults and validate combinations (raises :class:`ConfigError`)."""
         validate_ratio(self.ratio)
         job = self
+        if job.calib is not None:
+            check_data_file(job.calib, "calibration file (--calib)")
+        if job.recover_data is not None:
+            check_data_file(job.recover_data, "recovery data (--recover-data)")
+        if job.calib_samples < 1:
+            raise ConfigError(f"--calib-samples must be >= 1, got {job.calib_samples}")
+        if job.calib_seq_len is not None and job.calib_seq_len < 2:
+            raise ConfigError(f"--calib-seq-len must be >= 2, got {job.calib_seq_len}")
         if job.kinds == "auto":
             # Measured on SmolLM2-135M (benchmarks/llm_ppl.py): FFN units alone beat FFN + heads at the
             # same parameter budget once layers are refitted; heads come in coarse steps (3 per KV group).

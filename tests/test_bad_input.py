@@ -167,3 +167,31 @@ def test_exit_codes_are_distinct_across_the_hierarchy() -> None:
     codes = [c.exit_code for c in classes]
     assert len(classes) >= 10 and len(set(codes)) == len(codes), dict(zip(classes, codes))
     assert all(code not in (0, 1) for code in codes), "0 is success and 1 an unexpected crash"
+
+
+# --- inputs are checked before the model loads ------------------------------------------------
+# The model name does not exist: were it loaded first, the error would be a ModelLoadError.
+
+@pytest.mark.parametrize("command", ["prune", "compile"])
+@pytest.mark.parametrize("calib,message", [
+    ("{tmp}/missing.txt", "not found; check the path"),
+    ("{tmp}/empty.txt", "is empty"),
+    ("{tmp}", "is not a file"),
+])
+def test_calibration_file_checked_before_loading(tmp_path, command, calib, message) -> None:
+    (tmp_path / "empty.txt").write_text("")
+    _fails_cleanly(tmp_path, [command, "models:no_such_model", "--calib", calib], ConfigError, message)
+
+
+def test_recovery_data_checked_before_loading(tmp_path) -> None:
+    (tmp_path / "calib.txt").write_text("hello " * 100)
+    _fails_cleanly(tmp_path, ["prune", "models:no_such_model", "--calib", "{tmp}/calib.txt", "--recover",
+                              "--recover-data", "{tmp}/nope.txt"], ConfigError, "recovery data (--recover-data)")
+
+
+@pytest.mark.parametrize("command", ["prune", "compile"])
+def test_output_under_a_file_is_refused_before_loading(tmp_path, command) -> None:
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(app, [command, "models:no_such_model", "-o", str(tmp_path / "file" / "out")])
+    assert result.exit_code == ConfigError.exit_code, result.output
+    assert "is not a directory" in result.output

@@ -11,6 +11,7 @@ from rich.table import Table
 from prunec.cli.common import app, clean_errors, out, progress_bar
 from prunec.errors import ConfigError, RegressionError
 from prunec.evaluate import accuracy, mean_embedding_cosine, perplexity, read_labelled, tokenize_file
+from prunec.calibration import check_data_file
 from prunec.models import load_model
 
 
@@ -31,8 +32,7 @@ def check(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Regression gate for CI: exit 7 when PRUNED is worse than BASE beyond the tolerance."""
-    if not data.exists() or data.stat().st_size == 0:
-        raise ConfigError(f"evaluation data {data} is missing or empty")
+    check_data_file(data, "evaluation data (--data)")
     with progress_bar() as progress:
         task = progress.add_task(f"loading {base} and {pruned}", total=None)
         ref = load_model(base, seq_len=seq_len, trust_remote_code=trust_remote_code)

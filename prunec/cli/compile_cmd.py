@@ -10,8 +10,8 @@ import typer
 
 from prunec.cli.common import app, clean_errors, out, progress_bar
 from prunec.compile import CompileJob, compile_model, resolve_target
-from prunec.errors import OutputExistsError
 from prunec.models import load_model
+from prunec.output import check_output
 from prunec.pipeline import PruneJob, parse_widths
 
 
@@ -59,8 +59,7 @@ def compile_cmd(
                      tolerance=tolerance, dump_ir=dump_ir).resolved()
     # Fail before the (slow) model load on what needs no model: the target, the backend, the output.
     preset, _ = resolve_target(job)
-    if output.exists() and not force:
-        raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
+    check_output(output, overwrite=force)
     with progress_bar() as progress:
         task = progress.add_task(f"loading {model}", total=None)
         loaded = load_model(model, seq_len=seq_len)

@@ -10,9 +10,8 @@ import typer
 
 from prunec.cli.common import app, clean_errors, out, progress_bar
 from prunec.distributed import init_from_environment, is_main_process
-from prunec.errors import OutputExistsError
 from prunec.models import load_model
-from prunec.output import atomic_output_dir
+from prunec.output import atomic_output_dir, check_output
 from prunec.pipeline import PruneJob, parse_widths, run_pruning, write_prune_outputs
 
 
@@ -85,8 +84,7 @@ def prune_cmd(
                    steps=steps, drop_blocks=drop_blocks, max_step_regression=max_step_regression,
                    ignore=tuple(ignore))
     job = _streaming_job(job) if stream else job.resolved()
-    if output.exists() and not force:
-        raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
+    check_output(output, overwrite=force)
     if stream:
         _stream(Path(model), output, job, force=force, seq_len=seq_len, json_out=json_out)
         return
