@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The main job cross-compiles for aarch64 and verifies under qemu-user: install them (root or sudo).
+scripts/system-deps.sh --demo || echo "(the rpi4 step below falls back to ONNX Runtime on this machine)" >&2
 prunec="${PRUNEC_VENV:-.venv}/bin/prunec"
 "$prunec" inspect demo-llama
 rm -rf out/demo-llama out/demo-resnet-rpi4
@@ -14,7 +16,7 @@ rm -rf out/demo-llama out/demo-resnet-rpi4
 if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then
   "$prunec" compile demo-resnet --target rpi4 --backend tvm --ratio 0.3 --repeat 3 -o out/demo-resnet-rpi4
 else
-  echo "(no aarch64 cross compiler / qemu-user: scripts/system-deps.sh installs them; compiling with ONNX Runtime instead)"
+  echo "(no aarch64 cross compiler / qemu-user: 'sudo scripts/system-deps.sh --demo' installs them; compiling with ONNX Runtime instead)"
   "$prunec" compile demo-resnet --target rpi4 --backend onnx --ratio 0.3 -o out/demo-resnet-rpi4
 fi
 "$prunec" diff demo-llama out/demo-llama --summary --html out/demo-llama/diff.html
