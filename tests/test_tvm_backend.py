@@ -16,6 +16,8 @@ from prunec.errors import ConfigError, ToolchainError
 from prunec.targets.backend import CompileOptions, get_backend
 from prunec.targets.preset import load_preset
 
+pytestmark = pytest.mark.tvm
+
 pytest.importorskip("tvm", reason="the tvm backend needs apache-tvm: pip install 'prunec[tvm]'")
 
 TOLERANCE = 1e-5
@@ -129,6 +131,7 @@ def test_signature_names_inputs_and_outputs(tiny, tmp_path) -> None:
     assert artifact.details["tuning"] == "none" and artifact.files == ["model.so"]
 
 
+@pytest.mark.cross
 def test_rpi4_build_runs_under_qemu_and_matches_pytorch(tiny, tmp_path) -> None:
     _needs("aarch64-linux-gnu-g++", "qemu-aarch64")
     from prunec.targets.tvm_runtime import runtime_root
@@ -227,6 +230,7 @@ def _assert_prepacked(names: list[str]) -> None:
     assert not [n for n in names if n.endswith("_weight_prepack")], "the reordering must fold into the constants"
 
 
+@pytest.mark.slow
 def test_metaschedule_tunes_prepacks_weights_and_matches_pytorch(tiny, host_tuned, monkeypatch) -> None:
     """One tuning trial per task on the host; the tuned kernels read weights reordered at compile time."""
     cache, out, artifact = host_tuned
@@ -243,6 +247,8 @@ def test_metaschedule_tunes_prepacks_weights_and_matches_pytorch(tiny, host_tune
     _assert_prepacked(names)
 
 
+@pytest.mark.slow
+@pytest.mark.cross
 def test_records_copied_for_a_foreign_target_are_prepacked_and_run_under_qemu(tiny, host_tuned, tmp_path,
                                                                               monkeypatch) -> None:
     """The path of records tuned on a device and copied into the cache: prepacking folds the weights

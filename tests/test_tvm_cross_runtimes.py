@@ -22,6 +22,8 @@ from prunec.errors import ToolchainError
 from prunec.targets.backend import CompileOptions, get_backend
 from prunec.targets.preset import load_preset
 
+pytestmark = [pytest.mark.tvm, pytest.mark.cross, pytest.mark.slow]
+
 pytest.importorskip("tvm", reason="the tvm backend needs apache-tvm: pip install 'prunec[tvm]'")
 
 # arch -> (preset, ELF e_machine, ELF class byte: 1 = 32-bit, 2 = 64-bit)
