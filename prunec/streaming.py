@@ -99,7 +99,7 @@ def validate_stream_job(job: PruneJob) -> PruneJob:
     if job.allocation != "uniform":
         raise ConfigError(f"--stream decides each block alone, so only --allocation uniform works, not '{job.allocation}'")
     for flag, value in (("--budget", job.budget), ("--steps", job.steps > 1), ("--recover", job.recover),
-                        ("--ignore", job.ignore), ("--drop-blocks", job.drop_blocks)):
+                        ("--ignore", job.ignore), ("--drop-blocks", job.drop_blocks), ("--round-to", job.round_to > 1)):
         if value:
             raise ConfigError(f"{flag} needs the whole model in memory; drop it or prune without --stream")
     return job

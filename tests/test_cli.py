@@ -200,3 +200,20 @@ def test_check_cosine_feeds_a_static_pt2_its_traced_length(tmp_path) -> None:
     bad = runner.invoke(app, ["check", str(tmp_path / "base"), str(out / "model.pt2"), "--data", str(text),
                               "--metric", "cosine", "--min-cosine", "0.99999"])
     assert bad.exit_code == 7 and "regressed" in bad.output
+
+
+def test_prune_round_to_keeps_aligned_widths(tmp_path) -> None:
+    """--round-to N: every pruned FFN keeps a multiple of N units (what llama.cpp's kernels want)."""
+    from transformers import AutoConfig
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prune", "models:llama_gqa", "--ratio", "0.3", "--kinds", "channels",
+                                 "--round-to", "16", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    config = AutoConfig.from_pretrained(out / "hf")
+    assert config.intermediate_size % 16 == 0 and config.intermediate_size < 64  # 64 * 0.7 = 44.8 -> 48
+
+
+def test_round_to_is_refused_with_stream(tmp_path) -> None:
+    result = runner.invoke(app, ["prune", str(tmp_path), "--stream", "--round-to", "32", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--round-to needs the whole model" in result.output, result.output

@@ -33,6 +33,9 @@ def prune_cmd(
     width: list[str] = typer.Option([], help="Explicit target width per kind, e.g. --width channels=1152 --width heads=6."),
     ffn: Optional[int] = typer.Option(None, help="Target FFN width of every layer (= --width channels=N)."),
     heads: Optional[int] = typer.Option(None, help="Target attention heads of every layer (= --width heads=N)."),
+    round_to: int = typer.Option(1, "--round-to", help="Round every pruned channel/residual group's kept width to a "
+                                 "multiple of N: the width a runtime's kernels want (llama.cpp: 32 for Q8_0/Q4_0, "
+                                 "256 for K-quants; ONNX Runtime int4: its block size, 32)."),
     drop_blocks: int = typer.Option(0, help="First remove this many decoder blocks, lowest block influence first."),
     importance: str = typer.Option("auto", help="l1, l2, random, activation, fluctuation, taylor; auto: fluctuation with --calib, else l2."),
     allocation: str = typer.Option("uniform", help="uniform, global, knapsack, or sensitivity (measured per-layer loss; needs --calib)."),
@@ -82,7 +85,7 @@ def prune_cmd(
                    device=device, recover_precision=recover_precision, recover_every_step=recover_every_step,
                    recover_micro_batch=recover_micro_batch,
                    steps=steps, drop_blocks=drop_blocks, max_step_regression=max_step_regression,
-                   ignore=tuple(ignore))
+                   ignore=tuple(ignore), round_to=round_to)
     job = _streaming_job(job) if stream else job.resolved()
     check_output(output, overwrite=force)
     if stream:
