@@ -51,6 +51,7 @@ def _params(case: ZooCase):
     return pytest.param(case, id=case.name, marks=marks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [_params(c) for c in CASES])
 def test_zoo_case(case: ZooCase, time_budget) -> None:
     model, args, kwargs = case.build()
