@@ -1,4 +1,4 @@
-"""Reshapes and dimension shuffles: view, reshape, flatten, unflatten, permute, transpose, (un)squeeze.
+"""Reshapes and dimension shuffles: view, reshape(_as), flatten, unflatten, permute, transpose, (un)squeeze.
 
 Merging dims forms a product of their layouts; splitting a dim refines its axis
 into a product (``hidden -> heads x head_dim``).  Constant sizes in the op's
@@ -34,6 +34,21 @@ def rewrite_size_list(rw, node: fx.Node, arg_index: int = 1) -> None:
 def view(ctx: AnalysisContext, node: fx.Node) -> None:
     x = node.args[0]
     ctx.set(node, reshape_dims(ctx, ctx.dims(x), ctx.shape(x), ctx.shape(node), f"{node.target}"))
+
+
+@register_rule(aten.reshape_as, aten.view_as)
+def reshape_as(ctx: AnalysisContext, node: fx.Node) -> None:
+    """``x.reshape_as(other)`` is ``x.reshape(other.shape)``; the output also has ``other``'s layouts.
+
+    LeViT runs ``BatchNorm1d`` on ``linear(x).flatten(0, 1)`` and reshapes back with
+    ``reshape_as(linear(x))``: the channel dims of both sides are the same width.  No rewrite is
+    needed, the size comes from ``other`` at run time (and ``other``'s dims are coupled here).
+    """
+    x, other = node.args[0], node.args[1]
+    why = f"{node.target}"
+    dims = reshape_dims(ctx, ctx.dims(x), ctx.shape(x), ctx.shape(node), why)
+    # The result has exactly other's shape, so its dims are other's: unify the two views of them.
+    ctx.set(node, [ctx.unify(d, o, why) for d, o in zip(dims, ctx.dims(other))])
 
 
 def _rewrite_unflatten(rw, node: fx.Node) -> None:

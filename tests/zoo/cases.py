@@ -100,6 +100,8 @@ CASES: list[ZooCase] = [
     # --- hand-written ---
     _c("residual_mlp", "hand", F["residual_mlp"]),
     _c("resnet_basic", "hand", F["resnet_basic"]),
+    # LeViT: Linear + BatchNorm1d over flatten(0, 1), reshaped back with reshape_as.
+    _c("levit", "hand", F["levit"], onnx=True),
     _c("densenet_concat", "hand", F["densenet_concat"], onnx=True),
     _c("channel_shuffle", "hand", F["channel_shuffle"], onnx=True),
     _c("c2f_chunk", "hand", F["c2f_chunk"], onnx=True),
