@@ -54,6 +54,8 @@ CASES: list[ZooCase] = [
     _c("qwen2", "decoder", F["qwen2"], ROTARY, DIFF),
     _c("qwen3", "decoder", F["qwen3"], ROTARY, DIFF),
     _c("qwen3_moe", "decoder", F["qwen3_moe"], ROTARY, DIFF),
+    # Interleaved gate/up columns (gate_up[..., ::2], [..., 1::2]) of one 3-D expert weight.
+    _c("gpt_oss", "decoder", F["gpt_oss"]),
     _c("gemma", "decoder", F["gemma"], ROTARY, DIFF),
     _c("gemma2", "decoder", F["gemma2"], ROTARY, DIFF),
     _c("phi3", "decoder", F["phi3"], ROTARY, DIFF, onnx=True),
@@ -102,6 +104,8 @@ CASES: list[ZooCase] = [
     _c("resnet_basic", "hand", F["resnet_basic"]),
     # LeViT: Linear + BatchNorm1d over flatten(0, 1), reshaped back with reshape_as.
     _c("levit", "hand", F["levit"], onnx=True),
+    # gpt-oss-style MoE: 3-D gate_up_proj split by strided slices; router with topk, histc, cumsum, scatter_.
+    _c("gpt_oss_moe", "hand", F["gpt_oss_moe"], onnx=True),
     _c("densenet_concat", "hand", F["densenet_concat"], onnx=True),
     _c("channel_shuffle", "hand", F["channel_shuffle"], onnx=True),
     _c("c2f_chunk", "hand", F["c2f_chunk"], onnx=True),

@@ -39,6 +39,13 @@ def qwen3_moe() -> Case:
     return _hf("Qwen3MoeConfig", "Qwen3MoeForCausalLM", **cfg), (_ids(),), {}
 
 
+def gpt_oss() -> Case:
+    # Experts are one 3-D gate_up_proj with interleaved gate/up columns; batched_mm is the traceable path.
+    cfg = dict(DECODER, num_local_experts=4, num_experts_per_tok=2, experts_implementation="batched_mm", head_dim=8,
+               rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    return _hf("GptOssConfig", "GptOssForCausalLM", **cfg), (_ids(),), {}
+
+
 def gemma2() -> Case:
     cfg = dict(DECODER, head_dim=8, sliding_window=16)
     return _hf("Gemma2Config", "Gemma2ForCausalLM", **cfg), (_ids(),), {}
@@ -211,6 +218,7 @@ HF_ZOO: dict[str, Callable[[], Case]] = {
     "mixtral_moe": mixtral,
     "qwen3": _decoder("Qwen3Config", "Qwen3ForCausalLM", head_dim=8),
     "qwen3_moe": qwen3_moe,
+    "gpt_oss": gpt_oss,
     "gemma2": gemma2,
     "gpt_neox": gpt_neox,
     "gptj": gptj,
