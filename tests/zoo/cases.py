@@ -81,6 +81,8 @@ CASES: list[ZooCase] = [
     _c("albert", "encoder", F["albert"]),
     _c("t5_encoder", "encoder", F["t5_encoder"], onnx=True),
     _c("whisper_encoder", "encoder", F["whisper_encoder"]),
+    # Weight-normed positional conv (aten._weight_norm over the kernel dim).
+    _c("wav2vec2", "encoder", F["wav2vec2"]),
     # --- vision ---
     _c("vit", "vision", F["vit"]),
     _c("deit", "vision", F["deit"]),

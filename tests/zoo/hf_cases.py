@@ -130,6 +130,14 @@ def t5_encoder() -> Case:
     return model, (_ids(),), {}
 
 
+def wav2vec2() -> Case:
+    # The positional conv embedding is weight-normed over its kernel dim (torch._weight_norm, dim=2).
+    model = _hf("Wav2Vec2Config", "Wav2Vec2ForSequenceClassification", num_labels=3, hidden_size=32,
+                num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, conv_dim=(16, 16),
+                conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4)
+    return model, (torch.randn(2, 400, generator=torch.Generator().manual_seed(0)),), {}
+
+
 def whisper_encoder() -> Case:
     model = _hf("WhisperConfig", "WhisperForAudioClassification", num_mel_bins=16, d_model=_HIDDEN,
                 encoder_layers=_LAYERS, encoder_attention_heads=_HEADS, encoder_ffn_dim=_FFN,
@@ -240,6 +248,7 @@ HF_ZOO: dict[str, Callable[[], Case]] = {
     "albert": albert,
     "t5_encoder": t5_encoder,
     "whisper_encoder": whisper_encoder,
+    "wav2vec2": wav2vec2,
     # vision
     "deit": deit,
     "dinov2": dinov2,
