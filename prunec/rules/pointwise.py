@@ -11,7 +11,7 @@ import torch
 import torch.fx as fx
 
 from prunec.analysis.context import AnalysisContext
-from prunec.rules._common import broadcast_dims, operands
+from prunec.rules._common import broadcast_dims, is_activation, operands
 from prunec.rules.registry import register_rule
 
 aten = torch.ops.aten
@@ -57,7 +57,8 @@ def _joined_dims(ctx: AnalysisContext, node: fx.Node, tensors: list[fx.Node], ou
     """
     if getattr(node.target, "overloadpacket", None) not in RESIDUAL_OPS:
         return []
-    computed = [t for t in tensors if not _is_constant_view(t)]
+    # A parameter seen through views (gpt-oss's ``bias[..., None, :]``) is a bias, not a joined branch.
+    computed = [t for t in tensors if is_activation(t)]
     nd = len(out_shape)
     out = []
     for i, size in enumerate(out_shape):
@@ -70,19 +71,6 @@ def _joined_dims(ctx: AnalysisContext, node: fx.Node, tensors: list[fx.Node], ou
         if len(atoms) >= 2 and any(a.isdisjoint(b) for a in atoms for b in atoms if a is not b):
             out.append(i)
     return out
-
-
-# Ops that only reshape, re-type or gather from a tensor: a parameter seen through them is still a parameter
-# (gpt-oss adds ``bias[..., None, :]`` to its expert outputs; that is a bias, not a residual join).
-_VIEWS = {aten.index, aten.unsqueeze, aten.view, aten.reshape, aten.expand, aten.slice, aten.t, aten.permute,
-          aten.transpose, aten.squeeze, aten._to_copy, aten.to, aten.alias, aten.detach}
-
-
-def _is_constant_view(node: fx.Node) -> bool:
-    """Is ``node`` a parameter/buffer/constant, possibly through views and casts?"""
-    while node.op == "call_function" and getattr(node.target, "overloadpacket", None) in _VIEWS:
-        node = node.args[0]
-    return node.op != "call_function"
 
 
 # Binary overloads of reduction ops (``torch.min(a, b)``) are elementwise; exact overloads win the lookup.
