@@ -2,6 +2,7 @@
 
 from prunec.rules import (  # noqa: F401  (imported for their registrations)
     attention,
+    complex,
     concat,
     conv,
     creation,

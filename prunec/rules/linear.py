@@ -1,4 +1,4 @@
-"""Linear maps and matrix products: linear, mm, addmm, matmul, bmm.
+"""Linear maps and matrix products: linear, mm, addmm, matmul, bmm, outer.
 
 The contracted dimension couples the input's features with the weight's input
 features; the output features come from the weight's rows.  A product of two
@@ -73,3 +73,9 @@ def _batched_product(ctx: AnalysisContext, node: fx.Node, a: fx.Node, b: fx.Node
 @register_rule(aten.matmul, aten.bmm)
 def matmul(ctx: AnalysisContext, node: fx.Node) -> None:
     _batched_product(ctx, node, node.args[0], node.args[1])
+
+
+@register_rule(aten.outer, aten.ger)
+def outer(ctx: AnalysisContext, node: fx.Node) -> None:
+    """``a[:, None] * b[None, :]`` (rotary angle tables): no contraction, each dim is an operand's."""
+    ctx.set(node, [ctx.dim(node.args[0], 0), ctx.dim(node.args[1], 0)])

@@ -34,6 +34,8 @@ UNARY_AND_NARY = [
     aten.to, aten.type_as, aten.dropout, aten.dropout_,
     aten.feature_dropout, aten.alpha_dropout, aten.zeros_like, aten.ones_like, aten.empty_like,
     aten.full_like, aten.rand_like, aten.randn_like, aten.copy, aten.fill, aten.bernoulli,
+    # in-place writes (into a tensor or a slice of one): the destination's dims take the source's
+    aten.copy_, aten.fill_, aten.zero_,
 ]
 
 RESIDUAL_OPS = {aten.add, aten.add_, aten.sub, aten.sub_}

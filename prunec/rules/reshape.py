@@ -1,4 +1,5 @@
-"""Reshapes and dimension shuffles: view, reshape(_as), flatten, unflatten, permute, transpose, (un)squeeze.
+"""Reshapes, broadcasts and dimension shuffles: view, reshape(_as), flatten, unflatten, permute, transpose,
+(un)squeeze, expand, repeat/tile, meshgrid.
 
 Merging dims forms a product of their layouts; splitting a dim refines its axis
 into a product (``hidden -> heads x head_dim``).  Constant sizes in the op's
@@ -128,11 +129,13 @@ def expand_as(ctx: AnalysisContext, node: fx.Node) -> None:
     ctx.set(node, out)
 
 
-@register_rule(aten.repeat)
+@register_rule(aten.repeat, aten.tile)
 def repeat(ctx: AnalysisContext, node: fx.Node) -> None:
     """Tiling: each repeated dim becomes ``(copies, original)``; the copy count is frozen."""
     x, reps = node.args[0], list(node.args[1])
     xd = ctx.dims(x)
+    # ``tile`` pads short ``reps`` with leading 1s; ``repeat`` requires len(reps) >= x.dim().
+    reps = [1] * (len(xd) - len(reps)) + reps
     off = len(reps) - len(xd)
     out = []
     for i, r in enumerate(reps):
@@ -152,3 +155,14 @@ def repeat(ctx: AnalysisContext, node: fx.Node) -> None:
             ctx.freeze(base, "repeat of a concatenated dim")
             out.append(lay)
     ctx.set(node, out)
+
+
+@register_rule(aten.meshgrid)
+def meshgrid(ctx: AnalysisContext, node: fx.Node) -> None:
+    """N 1-D tensors -> N grids whose dim ``j`` is input ``j`` broadcast (``xy`` swaps the first two)."""
+    tensors = list(node.args[0])
+    indexing = node.args[1] if len(node.args) > 1 else node.kwargs.get("indexing", "ij")
+    dims = [ctx.dim(t, 0) if ctx.shape(t) else ctx.table.layout_for_size(1) for t in tensors]
+    if indexing == "xy" and len(dims) > 1:
+        dims[0], dims[1] = dims[1], dims[0]
+    ctx.layouts[node] = [[ctx.table.resolve(d) for d in dims] for _ in tensors]

@@ -397,6 +397,98 @@ class GptOssDecoder(nn.Module):
         return self.out(self.norm(h))
 
 
+class ComplexRotaryDecoder(nn.Module):
+    """Meta's reference LLaMA attention: rotary through ``polar`` / ``view_as_complex`` / ``view_as_real``."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, layers: int = 2) -> None:
+        super().__init__()
+        self.heads, hd = heads, dim // heads
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd)), persistent=False)
+        self.inp = nn.Linear(6, dim)
+        self.layers = nn.ModuleList(nn.ModuleDict({
+            "norm1": nn.RMSNorm(dim), "wq": nn.Linear(dim, dim, bias=False), "wk": nn.Linear(dim, dim, bias=False),
+            "wv": nn.Linear(dim, dim, bias=False), "wo": nn.Linear(dim, dim, bias=False), "norm2": nn.RMSNorm(dim),
+            "w1": nn.Linear(dim, 48, bias=False), "w3": nn.Linear(dim, 48, bias=False),
+            "w2": nn.Linear(48, dim, bias=False)}) for _ in range(layers))
+        self.out = nn.Linear(dim, 3)
+
+    def _rotate(self, t: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+        tc = torch.view_as_complex(t.float().reshape(*t.shape[:-1], -1, 2))
+        return torch.view_as_real(tc * freqs_cis[None, :, None, :]).flatten(3).type_as(t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        b, s, d = h.shape
+        freqs = torch.outer(torch.arange(s, dtype=torch.float32), self.inv_freq)
+        freqs_cis = torch.polar(torch.ones_like(freqs), freqs)
+        for layer in self.layers:
+            n = layer["norm1"](h)
+            q = self._rotate(layer["wq"](n).view(b, s, self.heads, -1), freqs_cis)
+            k = self._rotate(layer["wk"](n).view(b, s, self.heads, -1), freqs_cis)
+            v = layer["wv"](n).view(b, s, self.heads, -1)
+            att = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                 is_causal=True)
+            h = h + layer["wo"](att.transpose(1, 2).reshape(b, s, d))
+            n = layer["norm2"](h)
+            h = h + layer["w2"](F.silu(layer["w1"](n)) * layer["w3"](n))
+        return self.out(h)
+
+
+class Rotary2DViT(nn.Module):
+    """A ViT with 2-D axial rotary embeddings: positions from ``meshgrid``, angle tables ``tile``d."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, grid: int = 4) -> None:
+        super().__init__()
+        self.heads, self.grid, hd = heads, grid, dim // heads
+        self.register_buffer("inv_freq", 1.0 / (100 ** (torch.arange(0, hd // 2, 2).float() / (hd // 2))),
+                             persistent=False)
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.blocks = nn.ModuleList(nn.ModuleDict({
+            "norm1": nn.LayerNorm(dim), "qkv": nn.Linear(dim, 3 * dim), "proj": nn.Linear(dim, dim),
+            "norm2": nn.LayerNorm(dim), "fc1": nn.Linear(dim, 64), "fc2": nn.Linear(64, dim)}) for _ in range(2))
+        self.head = nn.Linear(dim, 5)
+
+    @staticmethod
+    def _rotate_half(t: torch.Tensor) -> torch.Tensor:
+        a, b = t.chunk(2, -1)
+        return torch.cat([-b, a], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.patch(x).flatten(2).transpose(1, 2)
+        b, n, d = h.shape
+        ys, xs = torch.meshgrid(torch.arange(self.grid), torch.arange(self.grid), indexing="ij")
+        pos = torch.stack([ys.flatten(), xs.flatten()], -1).float()  # [n, 2]
+        ang = (pos[:, :, None] * self.inv_freq).flatten(1)  # [n, hd / 2]: y then x frequencies
+        ang = torch.tile(ang, (1, 2))  # [n, hd], rotate-half layout
+        cos, sin = ang.cos(), ang.sin()
+        for blk in self.blocks:
+            q, k, v = blk["qkv"](blk["norm1"](h)).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+            q = q * cos + self._rotate_half(q) * sin
+            k = k * cos + self._rotate_half(k) * sin
+            att = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+            h = h + blk["proj"](att)
+            h = h + blk["fc2"](F.gelu(blk["fc1"](blk["norm2"](h))))
+        return self.head(h.mean(1))
+
+
+class InplaceConcat(nn.Module):
+    """Branches written into slices of a preallocated buffer with ``copy_`` (a concat without ``cat``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(6, 16)
+        self.a = nn.Linear(16, 20)
+        self.b = nn.Linear(16, 12)
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.inp(x))
+        buf = h.new_zeros(h.shape[0], 32)
+        buf[:, :20].copy_(torch.relu(self.a(h)))
+        buf[:, 20:].copy_(torch.relu(self.b(h)))
+        return self.out(buf)
+
+
 NET_ZOO: dict[str, Callable[[], Case]] = {
     "unet_skips": _hand(UNet, lambda: _image(16)),
     "einsum_attention": _hand(EinsumAttention, lambda: torch.randn(2, 6, 32)),
@@ -414,4 +506,7 @@ NET_ZOO: dict[str, Callable[[], Case]] = {
     "resnet_basic": _hand(ResNetBasic, lambda: _image(8)),
     "levit": _hand(LeViT, lambda: _image(12)),
     "gpt_oss_moe": _hand(GptOssDecoder, lambda: torch.randn(2, 5, 6)),
+    "complex_rotary": _hand(ComplexRotaryDecoder, lambda: torch.randn(2, 6, 6)),
+    "rotary_2d_vit": _hand(Rotary2DViT, lambda: _image(16)),
+    "inplace_concat": _hand(InplaceConcat, lambda: torch.randn(3, 6)),
 }
