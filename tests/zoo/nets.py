@@ -372,7 +372,7 @@ class GptOssMoE(nn.Module):
 
 
 class GptOssDecoder(nn.Module):
-    """A gpt-oss-style decoder: RMSNorm, SDPA attention with sinks-free GQA-less heads, MoE FFN."""
+    """A gpt-oss-style decoder: RMSNorm, causal SDPA attention (no sinks, no GQA), top-k MoE FFN."""
 
     def __init__(self, hidden: int = 32, inter: int = 24, heads: int = 4, layers: int = 2) -> None:
         super().__init__()
