@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+import prunec
 from prunec.testing import check_dead_unit_exactness
 
 MIXTRAL = dict(vocab_size=96, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
@@ -34,8 +35,24 @@ def test_expert_channels_are_one_prunable_group_per_layer_and_removal_is_exact()
 
 
 def test_router_expert_axis_is_frozen_with_a_reason() -> None:
-    import prunec
-
     analysis = prunec.analyze(_mixtral(), (torch.zeros(1, 8, dtype=torch.long),))
     router = [g for g in analysis.groups if g.label == "model.layers.0.mlp.gate.weight[0]"]
     assert router and router[0].frozen and any("softmax" in reason for reason in router[0].frozen)
+
+
+def test_gpt_oss_interleaved_experts_are_prunable_in_gate_up_pairs() -> None:
+    """gpt-oss: one 3-D gate_up_proj per layer, gate = columns 0, 2, .., up = columns 1, 3, ..."""
+    from zoo.hf_cases import gpt_oss
+
+    model, args, _ = gpt_oss()
+    analysis = prunec.analyze(model, args)
+    experts = [g for g in analysis.prunable_groups if g.label.endswith("experts.gate_up_proj[2]")]
+    assert len(experts) == 2 and all(g.kind == "channels" and g.size == 64 for g in experts)
+    g = experts[0]
+    member = next(m for m in g.members if m.name.endswith("gate_up_proj"))
+    assert analysis.unit_coords(g, member)[:6].tolist() == [0, 0, 1, 1, 2, 2]
+    report = check_dead_unit_exactness(model, args, ratio=0.25, kinds=("channels",))
+    assert report.max_abs_diff < 1e-5
+    state = report.result.module.state_dict()
+    assert tuple(state["model.layers.0.mlp.experts.gate_up_proj"].shape) == (4, 48, 2 * 48)
+    assert tuple(state["model.layers.0.mlp.experts.down_proj"].shape) == (4, 48, 48)

@@ -30,7 +30,7 @@ _ZERO_PRESERVING = {
     aten.hardswish, aten.hardswish_, aten.leaky_relu, aten.elu, aten.mish, aten.relu6, aten.erf, aten.neg,
     aten.sqrt, aten.abs, aten.square, aten.sin, aten.sign, aten.clone, aten.contiguous, aten.alias, aten.detach,
     aten.lift_fresh_copy, aten._to_copy, aten.to, aten.type_as, aten.dropout, aten.dropout_, aten.feature_dropout,
-    aten.view, aten.reshape, aten._unsafe_view, aten.flatten, aten.unflatten, aten.permute, aten.transpose,
+    aten.view, aten.reshape, aten._unsafe_view, aten.reshape_as, aten.view_as, aten.flatten, aten.unflatten, aten.permute, aten.transpose,
     aten.swapaxes, aten.t, aten.numpy_T, aten.mT, aten.unsqueeze, aten.squeeze, aten.expand, aten.broadcast_to,
     aten.slice, aten.select, aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.tensor_split,
     aten.cat, aten.concat, aten.stack, aten.sum, aten.mean, aten.constant_pad_nd, aten.pixel_shuffle,

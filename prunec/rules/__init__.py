@@ -2,6 +2,7 @@
 
 from prunec.rules import (  # noqa: F401  (imported for their registrations)
     attention,
+    complex,
     concat,
     conv,
     creation,
@@ -14,6 +15,7 @@ from prunec.rules import (  # noqa: F401  (imported for their registrations)
     pointwise,
     reduction,
     reshape,
+    routing,
     split,
 )
 from prunec.rules.registry import Rule, lookup_rule, register_rule, registered_targets

@@ -5,10 +5,28 @@ from __future__ import annotations
 from math import prod
 from typing import Sequence
 
+import torch
 import torch.fx as fx
 
 from prunec.analysis.axes import UNIT, Layout, LayoutMismatch
 from prunec.analysis.context import AnalysisContext
+
+
+aten = torch.ops.aten
+
+# Ops that select, re-view or cast a tensor without computing new values from the model input's content.
+WEIGHT_VIEWS = {aten.index, aten.index_select, aten.view, aten.reshape, aten._unsafe_view, aten.transpose,
+                aten.permute, aten.unsqueeze, aten.squeeze, aten.expand, aten.t, aten._to_copy, aten.clone,
+                aten.contiguous, aten.select, aten.slice, aten.numpy_T, aten.mT, aten.swapaxes, aten.alias,
+                aten.detach}
+
+
+def is_activation(node: fx.Node) -> bool:
+    """A computed tensor, not a (selected, re-viewed or cast) weight such as an MoE's ``w[expert_ids]``
+    or gpt-oss's ``bias[..., None, :]``."""
+    while node.op == "call_function" and getattr(node.target, "overloadpacket", None) in WEIGHT_VIEWS:
+        node = node.args[0]
+    return node.op == "call_function"
 
 
 def op_name(node: fx.Node) -> str:

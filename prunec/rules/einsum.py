@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 
 from prunec.analysis.context import AnalysisContext
-from prunec.rules.linear import _is_activation
+from prunec.rules._common import is_activation
 from prunec.rules.registry import register_rule
 
 aten = torch.ops.aten
@@ -54,7 +54,7 @@ def einsum(ctx: AnalysisContext, node: fx.Node) -> None:
     out_shape = ctx.shape(node)
     out = [letter_layout.get(c) if letter_layout.get(c) is not None else ctx.table.layout_for_size(s)
            for c, s in zip(output, out_shape)]
-    if len(operands) == 2 and all(_is_activation(x) for x in operands):
+    if len(operands) == 2 and all(is_activation(x) for x in operands):
         shared = set(inputs[0]) & set(inputs[1])
         for letter in shared:
             if letter in letter_layout:

@@ -1,4 +1,4 @@
-"""Data-dependent indexing: advanced indexing, gather, top-k/sort, repeat_interleave, index_select.
+"""Data-dependent indexing: advanced indexing, gather, scatter, index_add, top-k/sort, repeat_interleave, index_select.
 
 The indexed dimension is addressed by runtime indices, so it is frozen; every other
 dimension passes through unchanged and stays prunable.  This is what lets a
@@ -78,6 +78,54 @@ def gather(ctx: AnalysisContext, node: fx.Node) -> None:
             ctx.freeze(ixd[d], f"gather: {ADDRESSED}")
             out.append(ixd[d])
     ctx.set(node, out)
+
+
+@register_rule(aten.scatter, aten.scatter_, aten.scatter_add, aten.scatter_add_, aten.scatter_reduce,
+               aten.scatter_reduce_)
+def scatter(ctx: AnalysisContext, node: fx.Node) -> None:
+    """``out = x; out[i][index[i][j]] = src[i][j]`` (dim 1): ``out`` has ``x``'s dims.
+
+    Along ``dim`` positions are written through runtime indices: ``x``'s dim and the
+    index/src dim are frozen (dropping an entry would leave ``x``'s old value in place).
+    Elsewhere, dims of equal size are coupled; a dim that only a prefix is written of is frozen.
+    """
+    x, dim, ix = node.args[0], node.args[1], node.args[2]
+    src = node.args[3] if len(node.args) > 3 else node.kwargs.get("src")
+    xd, xs = ctx.dims(x), ctx.shape(x)
+    ixd, ixs = ctx.dims(ix), ctx.shape(ix)
+    dim %= len(xd)
+    ctx.freeze(xd[dim], f"{node.target.overloadpacket.__name__}: {ADDRESSED}")
+    ctx.freeze(ixd[dim], f"{node.target.overloadpacket.__name__}: {ADDRESSED}")
+    sources = [(ctx.dims(src), ctx.shape(src))] if ctx.is_tensor(src) else []
+    for d, size in enumerate(ixs):
+        for sd, ss in sources:
+            if ss[d] == size:
+                ctx.unify(sd[d], ixd[d], "scatter index and source")
+            else:
+                ctx.freeze(sd[d], "scatter reads a prefix of this dim")
+        if d != dim:
+            if xs[d] == size:
+                ctx.unify(xd[d], ixd[d], "scatter operands")
+            else:
+                ctx.freeze(xd[d], "scatter writes a prefix of this dim")
+                ctx.freeze(ixd[d], "scatter writes a prefix of this dim")
+    ctx.set(node, ctx.dims(x))
+
+
+@register_rule(aten.index_add, aten.index_add_)
+def index_add(ctx: AnalysisContext, node: fx.Node) -> None:
+    """``out = x; out[index[i]] += src[i]`` along ``dim``: the other dims of ``src`` are ``x``'s."""
+    x, dim, ix, src = node.args[0], node.args[1], node.args[2], node.args[3]
+    xd, sd = ctx.dims(x), ctx.dims(src)
+    dim %= len(xd)
+    why = f"{node.target.overloadpacket.__name__}: {ADDRESSED}"
+    ctx.freeze(xd[dim], why)
+    ctx.freeze(sd[dim], why)
+    ctx.freeze_value(ix, why)
+    for d in range(len(xd)):
+        if d != dim:
+            ctx.unify(xd[d], sd[d], "index_add operands")
+    ctx.set(node, ctx.dims(x))
 
 
 @register_rule(aten.topk, aten.sort)

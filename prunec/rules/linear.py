@@ -1,4 +1,4 @@
-"""Linear maps and matrix products: linear, mm, addmm, matmul, bmm.
+"""Linear maps and matrix products: linear, mm, addmm, matmul, bmm, outer.
 
 The contracted dimension couples the input's features with the weight's input
 features; the output features come from the weight's rows.  A product of two
@@ -13,23 +13,10 @@ import torch.fx as fx
 
 from prunec.analysis.axes import Layout
 from prunec.analysis.context import AnalysisContext
-from prunec.rules._common import broadcast_dims
+from prunec.rules._common import broadcast_dims, is_activation
 from prunec.rules.registry import register_rule
 
 aten = torch.ops.aten
-
-
-# Ops that select or re-view a tensor without computing new values from the model input's content.
-_VIEWS = {aten.index, aten.index_select, aten.view, aten.reshape, aten._unsafe_view, aten.transpose, aten.permute,
-          aten.unsqueeze, aten.squeeze, aten.expand, aten.t, aten._to_copy, aten.clone, aten.contiguous,
-          aten.select, aten.slice, aten.numpy_T, aten.mT, aten.swapaxes, aten.alias, aten.detach}
-
-
-def _is_activation(node: fx.Node) -> bool:
-    """A computed tensor, not a (selected or re-viewed) weight such as an MoE's ``w[expert_ids]``."""
-    while node.op == "call_function" and getattr(node.target, "overloadpacket", None) in _VIEWS:
-        node = node.args[0]
-    return node.op == "call_function"
 
 
 @register_rule(aten.linear)
@@ -75,7 +62,7 @@ def _batched_product(ctx: AnalysisContext, node: fx.Node, a: fx.Node, b: fx.Node
     batch_shape = out_shape[:-2]
     batch_ops = [(sa[:-2], ctx.dims(a)[:-2]), (sb[:-2], ctx.dims(b)[:-2])]
     batch = broadcast_dims(ctx, batch_ops, batch_shape, f"{node.target} batch") if batch_shape else []
-    if _is_activation(a) and _is_activation(b):
+    if is_activation(a) and is_activation(b):
         for lay in batch:
             ctx.tag(lay, "heads")
         ctx.tag(ctx.dim(a, -1), "head_dim")
@@ -86,3 +73,9 @@ def _batched_product(ctx: AnalysisContext, node: fx.Node, a: fx.Node, b: fx.Node
 @register_rule(aten.matmul, aten.bmm)
 def matmul(ctx: AnalysisContext, node: fx.Node) -> None:
     _batched_product(ctx, node, node.args[0], node.args[1])
+
+
+@register_rule(aten.outer, aten.ger)
+def outer(ctx: AnalysisContext, node: fx.Node) -> None:
+    """``a[:, None] * b[None, :]`` (rotary angle tables): no contraction, each dim is an operand's."""
+    ctx.set(node, [ctx.dim(node.args[0], 0), ctx.dim(node.args[1], 0)])

@@ -1,4 +1,4 @@
-"""Normalisation layers: batch, layer, group and RMS norm.
+"""Normalisation layers: batch, layer, group and RMS norm; weight normalisation.
 
 Per-channel affine parameters and running statistics couple with the channel
 dimension.  Norms whose statistics run over a prunable width (layer/RMS norm
@@ -95,3 +95,28 @@ def group_norm(ctx: AnalysisContext, node: fx.Node) -> None:
     ch = _couple_params(ctx, ch, node.args[2:4], "group norm parameters")
     ctx.note(node, groups_axis=g_axis)
     ctx.set(node, [xd[0], ch] + xd[2:])
+
+
+@register_rule(aten._weight_norm, aten._weight_norm_interface)
+def weight_norm(ctx: AnalysisContext, node: fx.Node) -> None:
+    """``w = g * v / ||v||`` (norm over every dim but ``dim``): ``w`` has ``v``'s dims, ``g`` scales ``dim``.
+
+    One unit of ``dim`` is a slice of ``v`` and its magnitude ``g``: its norm involves no other unit,
+    so removing it leaves every other slice of ``w`` unchanged.  Along the normed dims, a removed unit
+    whose ``v`` entries are zero adds nothing to the norm, so removing dead units there is exact too
+    (removing a live one renormalises the rest, as pruning any weight changes the model).
+    """
+    v, g = node.args[0], node.args[1]
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    vd, gd = ctx.dims(v), ctx.dims(g)
+    out = list(vd)
+    if dim is not None and dim != -1 and len(gd) == len(vd):  # dim -1: one norm over the whole tensor
+        dim %= len(vd)
+        out[dim] = ctx.unify(vd[dim], gd[dim], "weight_norm magnitude")
+    for d, lay in enumerate(vd):
+        if d != dim:
+            freeze_where_not_zero(ctx, v, lay, "weight_norm")
+    if isinstance(node.meta["val"], (list, tuple)):  # _weight_norm_interface also returns the norms (g's shape)
+        ctx.layouts[node] = [[ctx.table.resolve(d) for d in out], ctx.dims(g)]
+    else:
+        ctx.set(node, out)

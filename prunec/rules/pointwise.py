@@ -11,7 +11,7 @@ import torch
 import torch.fx as fx
 
 from prunec.analysis.context import AnalysisContext
-from prunec.rules._common import broadcast_dims, operands
+from prunec.rules._common import broadcast_dims, is_activation, operands
 from prunec.rules.registry import register_rule
 
 aten = torch.ops.aten
@@ -34,6 +34,8 @@ UNARY_AND_NARY = [
     aten.to, aten.type_as, aten.dropout, aten.dropout_,
     aten.feature_dropout, aten.alpha_dropout, aten.zeros_like, aten.ones_like, aten.empty_like,
     aten.full_like, aten.rand_like, aten.randn_like, aten.copy, aten.fill, aten.bernoulli,
+    # in-place writes (into a tensor or a slice of one): the destination's dims take the source's
+    aten.copy_, aten.fill_, aten.zero_,
 ]
 
 RESIDUAL_OPS = {aten.add, aten.add_, aten.sub, aten.sub_}
@@ -57,7 +59,8 @@ def _joined_dims(ctx: AnalysisContext, node: fx.Node, tensors: list[fx.Node], ou
     """
     if getattr(node.target, "overloadpacket", None) not in RESIDUAL_OPS:
         return []
-    computed = [t for t in tensors if t.op == "call_function"]
+    # A parameter seen through views (gpt-oss's ``bias[..., None, :]``) is a bias, not a joined branch.
+    computed = [t for t in tensors if is_activation(t)]
     nd = len(out_shape)
     out = []
     for i, size in enumerate(out_shape):

@@ -1,4 +1,5 @@
-"""Reshapes and dimension shuffles: view, reshape, flatten, unflatten, permute, transpose, (un)squeeze.
+"""Reshapes, broadcasts and dimension shuffles: view, reshape(_as), flatten, unflatten, permute, transpose,
+(un)squeeze, expand, repeat/tile, meshgrid.
 
 Merging dims forms a product of their layouts; splitting a dim refines its axis
 into a product (``hidden -> heads x head_dim``).  Constant sizes in the op's
@@ -34,6 +35,21 @@ def rewrite_size_list(rw, node: fx.Node, arg_index: int = 1) -> None:
 def view(ctx: AnalysisContext, node: fx.Node) -> None:
     x = node.args[0]
     ctx.set(node, reshape_dims(ctx, ctx.dims(x), ctx.shape(x), ctx.shape(node), f"{node.target}"))
+
+
+@register_rule(aten.reshape_as, aten.view_as)
+def reshape_as(ctx: AnalysisContext, node: fx.Node) -> None:
+    """``x.reshape_as(other)`` is ``x.reshape(other.shape)``; the output also has ``other``'s layouts.
+
+    LeViT runs ``BatchNorm1d`` on ``linear(x).flatten(0, 1)`` and reshapes back with
+    ``reshape_as(linear(x))``: the channel dims of both sides are the same width.  No rewrite is
+    needed, the size comes from ``other`` at run time (and ``other``'s dims are coupled here).
+    """
+    x, other = node.args[0], node.args[1]
+    why = f"{node.target}"
+    dims = reshape_dims(ctx, ctx.dims(x), ctx.shape(x), ctx.shape(node), why)
+    # The result has exactly other's shape, so its dims are other's: unify the two views of them.
+    ctx.set(node, [ctx.unify(d, o, why) for d, o in zip(dims, ctx.dims(other))])
 
 
 def _rewrite_unflatten(rw, node: fx.Node) -> None:
@@ -113,11 +129,13 @@ def expand_as(ctx: AnalysisContext, node: fx.Node) -> None:
     ctx.set(node, out)
 
 
-@register_rule(aten.repeat)
+@register_rule(aten.repeat, aten.tile)
 def repeat(ctx: AnalysisContext, node: fx.Node) -> None:
     """Tiling: each repeated dim becomes ``(copies, original)``; the copy count is frozen."""
     x, reps = node.args[0], list(node.args[1])
     xd = ctx.dims(x)
+    # ``tile`` pads short ``reps`` with leading 1s; ``repeat`` requires len(reps) >= x.dim().
+    reps = [1] * (len(xd) - len(reps)) + reps
     off = len(reps) - len(xd)
     out = []
     for i, r in enumerate(reps):
@@ -137,3 +155,14 @@ def repeat(ctx: AnalysisContext, node: fx.Node) -> None:
             ctx.freeze(base, "repeat of a concatenated dim")
             out.append(lay)
     ctx.set(node, out)
+
+
+@register_rule(aten.meshgrid)
+def meshgrid(ctx: AnalysisContext, node: fx.Node) -> None:
+    """N 1-D tensors -> N grids whose dim ``j`` is input ``j`` broadcast (``xy`` swaps the first two)."""
+    tensors = list(node.args[0])
+    indexing = node.args[1] if len(node.args) > 1 else node.kwargs.get("indexing", "ij")
+    dims = [ctx.dim(t, 0) if ctx.shape(t) else ctx.table.layout_for_size(1) for t in tensors]
+    if indexing == "xy" and len(dims) > 1:
+        dims[0], dims[1] = dims[1], dims[0]
+    ctx.layouts[node] = [[ctx.table.resolve(d) for d in dims] for _ in tensors]

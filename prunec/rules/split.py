@@ -4,6 +4,12 @@ A split cuts the input dimension's layout at the split offsets (refining axes
 into concatenated segments where needed); each output takes its segments.
 After pruning, the split sizes and slice bounds are recomputed from the new
 segment widths, which is what lets unevenly pruned chunks (YOLO C2f) survive.
+
+A strided slice ``x[a + phase :: step]`` over a region ``[a, a + m * step)`` refines that
+region into the product ``(m, step)``: output unit ``u`` is position ``a + u * step + phase``.
+The ``step`` axis (the position within each stride) is frozen, so a removed unit takes its whole
+stride with it: gpt-oss's interleaved ``gate_up[..., ::2]`` / ``gate_up[..., 1::2]`` lose gate
+and up column ``u`` together, and the slices keep working on the shorter dim.
 """
 
 from __future__ import annotations
@@ -105,6 +111,10 @@ def select(ctx: AnalysisContext, node: fx.Node) -> None:
 
 
 def _rewrite_slice(rw, node: fx.Node) -> None:
+    strided = rw.note(node, "strided_slice")
+    if strided is not None:
+        _rewrite_strided(rw, node, *strided)
+        return
     bounds = rw.note(node, "slice_bounds")
     if bounds is None:
         return
@@ -129,12 +139,11 @@ def slice_(ctx: AnalysisContext, node: fx.Node) -> None:
     n = ctx.shape(x)[dim]
     start = 0 if start is None else (start + n if start < 0 else min(start, n))
     end = n if end is None else (end + n if end < 0 else min(end, n))
-    if step != 1 or not isinstance(start, int) or not isinstance(end, int):
-        ctx.freeze(xd[dim], "strided or symbolic slice")
-        out = list(xd)
-        out[dim] = ctx.table.layout_for_size(ctx.shape(node)[dim])
-        ctx.freeze(out[dim], "strided or symbolic slice")
-        ctx.set(node, out)
+    if not all(isinstance(v, int) for v in (start, end, step)):
+        _frozen_slice(ctx, node, xd, dim, "slice with symbolic bounds or step")
+        return
+    if step != 1:
+        _strided_slice(ctx, node, xd, dim, n, start, end, step)
         return
     out = list(xd)
     if (start, end) == (0, n):
@@ -149,6 +158,51 @@ def slice_(ctx: AnalysisContext, node: fx.Node) -> None:
         out[dim] = ctx.table.layout_for_size(end - start)
         ctx.freeze(out[dim], f"slice: {exc}")
     ctx.set(node, out)
+
+
+def _frozen_slice(ctx: AnalysisContext, node: fx.Node, xd: list[Layout], dim: int, reason: str) -> None:
+    ctx.freeze(xd[dim], reason)
+    out = list(xd)
+    out[dim] = ctx.table.layout_for_size(ctx.shape(node)[dim])
+    ctx.freeze(out[dim], reason)
+    ctx.set(node, out)
+
+
+def _strided_slice(ctx: AnalysisContext, node: fx.Node, xd: list[Layout], dim: int, n: int,
+                   start: int, end: int, step: int) -> None:
+    """``x[start:end:step]``: refine the region it strides over into ``(units, step)``."""
+    m = len(range(start, end, step))
+    # The strides are aligned to multiples of ``step`` where they fit (an interleaved fused weight
+    # is laid out that way from position 0), else they start at ``start``.
+    phase = start % step
+    if start - phase + m * step > n:
+        phase = 0
+    a, b = start - phase, start - phase + m * step
+    if m == 0 or b > n:
+        _frozen_slice(ctx, node, xd, dim, f"strided slice [{start}:{end}:{step}] does not tile a {n}-wide dim")
+        return
+    units, within = ctx.table.new(m), ctx.table.new(step)
+    try:
+        region = _take(ctx, ctx.table.cut(xd[dim], [a, b]), a, b)
+        ctx.table.unify(region, ((units, within),))
+    except LayoutMismatch as exc:
+        _frozen_slice(ctx, node, xd, dim, f"strided slice: {exc}")
+        return
+    # Removing a position within the stride would shift which elements the slice picks.
+    ctx.freeze(((within,),), "position within the stride of a strided slice")
+    out = list(xd)
+    out[dim] = ctx.table.resolve(((units,),))
+    ctx.note(node, strided_slice=(dim, a, b, phase, step))
+    ctx.set(node, out)
+
+
+def _rewrite_strided(rw, node: fx.Node, dim: int, a: int, b: int, phase: int, step: int) -> None:
+    kept = rw.kept_indices(node.args[0], dim)
+    if kept is None:
+        return
+    # Whole strides go (their inner axis is frozen): the region shrinks by multiples of ``step``.
+    new_a, new_b = int((kept < a).sum()), int((kept < b).sum())
+    node.args = (node.args[0], dim, new_a + phase, new_b, step)
 
 
 @register_rule(operator.getitem)

@@ -54,6 +54,8 @@ CASES: list[ZooCase] = [
     _c("qwen2", "decoder", F["qwen2"], ROTARY, DIFF),
     _c("qwen3", "decoder", F["qwen3"], ROTARY, DIFF),
     _c("qwen3_moe", "decoder", F["qwen3_moe"], ROTARY, DIFF),
+    # Interleaved gate/up columns (gate_up[..., ::2], [..., 1::2]) of one 3-D expert weight.
+    _c("gpt_oss", "decoder", F["gpt_oss"]),
     _c("gemma", "decoder", F["gemma"], ROTARY, DIFF),
     _c("gemma2", "decoder", F["gemma2"], ROTARY, DIFF),
     _c("phi3", "decoder", F["phi3"], ROTARY, DIFF, onnx=True),
@@ -79,12 +81,14 @@ CASES: list[ZooCase] = [
     _c("albert", "encoder", F["albert"]),
     _c("t5_encoder", "encoder", F["t5_encoder"], onnx=True),
     _c("whisper_encoder", "encoder", F["whisper_encoder"]),
+    # Weight-normed positional conv (aten._weight_norm over the kernel dim).
+    _c("wav2vec2", "encoder", F["wav2vec2"]),
     # --- vision ---
     _c("vit", "vision", F["vit"]),
     _c("deit", "vision", F["deit"]),
     _c("dinov2", "vision", F["dinov2"]),
-    _c("beit", "vision", F["beit"], "no rule for aten.copy_.default", "no rule for aten.fill_.Tensor",
-       "no rule for aten.meshgrid.indexing"),
+    # Relative-position index built with meshgrid, copy_ and fill_: position tables only.
+    _c("beit", "vision", F["beit"]),
     _c("clip_vision", "vision", F["clip_vision"]),
     _c("swin", "vision", F["swin"], onnx=True),
     _c("resnet", "vision", F["resnet"], onnx=True),
@@ -100,6 +104,16 @@ CASES: list[ZooCase] = [
     # --- hand-written ---
     _c("residual_mlp", "hand", F["residual_mlp"]),
     _c("resnet_basic", "hand", F["resnet_basic"]),
+    # LeViT: Linear + BatchNorm1d over flatten(0, 1), reshaped back with reshape_as.
+    _c("levit", "hand", F["levit"], onnx=True),
+    # gpt-oss-style MoE: 3-D gate_up_proj split by strided slices; router with topk, histc, cumsum, scatter_.
+    _c("gpt_oss_moe", "hand", F["gpt_oss_moe"], onnx=True),
+    # Complex rotary (polar, view_as_complex/real): the real/imaginary pair and q/k head_dim stay frozen.
+    _c("complex_rotary", "hand", F["complex_rotary"]),
+    # 2-D axial rotary: meshgrid positions, tiled angle tables; q/k head_dim stays frozen (attention scale).
+    _c("rotary_2d_vit", "hand", F["rotary_2d_vit"]),
+    # A concat written with copy_ into slices of a preallocated buffer.
+    _c("inplace_concat", "hand", F["inplace_concat"]),
     _c("densenet_concat", "hand", F["densenet_concat"], onnx=True),
     _c("channel_shuffle", "hand", F["channel_shuffle"], onnx=True),
     _c("c2f_chunk", "hand", F["c2f_chunk"], onnx=True),

@@ -39,6 +39,13 @@ def qwen3_moe() -> Case:
     return _hf("Qwen3MoeConfig", "Qwen3MoeForCausalLM", **cfg), (_ids(),), {}
 
 
+def gpt_oss() -> Case:
+    # Experts are one 3-D gate_up_proj with interleaved gate/up columns; batched_mm is the traceable path.
+    cfg = dict(DECODER, num_local_experts=4, num_experts_per_tok=2, experts_implementation="batched_mm", head_dim=8,
+               rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    return _hf("GptOssConfig", "GptOssForCausalLM", **cfg), (_ids(),), {}
+
+
 def gemma2() -> Case:
     cfg = dict(DECODER, head_dim=8, sliding_window=16)
     return _hf("Gemma2Config", "Gemma2ForCausalLM", **cfg), (_ids(),), {}
@@ -121,6 +128,14 @@ def t5_encoder() -> Case:
     model = _hf("T5Config", "T5EncoderModel", vocab_size=96, d_model=_HIDDEN, d_kv=8, d_ff=_FFN, num_layers=_LAYERS,
                 num_heads=_HEADS)
     return model, (_ids(),), {}
+
+
+def wav2vec2() -> Case:
+    # The positional conv embedding is weight-normed over its kernel dim (torch._weight_norm, dim=2).
+    model = _hf("Wav2Vec2Config", "Wav2Vec2ForSequenceClassification", num_labels=3, hidden_size=32,
+                num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, conv_dim=(16, 16),
+                conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4)
+    return model, (torch.randn(2, 400, generator=torch.Generator().manual_seed(0)),), {}
 
 
 def whisper_encoder() -> Case:
@@ -211,6 +226,7 @@ HF_ZOO: dict[str, Callable[[], Case]] = {
     "mixtral_moe": mixtral,
     "qwen3": _decoder("Qwen3Config", "Qwen3ForCausalLM", head_dim=8),
     "qwen3_moe": qwen3_moe,
+    "gpt_oss": gpt_oss,
     "gemma2": gemma2,
     "gpt_neox": gpt_neox,
     "gptj": gptj,
@@ -232,6 +248,7 @@ HF_ZOO: dict[str, Callable[[], Case]] = {
     "albert": albert,
     "t5_encoder": t5_encoder,
     "whisper_encoder": whisper_encoder,
+    "wav2vec2": wav2vec2,
     # vision
     "deit": deit,
     "dinov2": dinov2,
