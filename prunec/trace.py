@@ -29,6 +29,7 @@ import torch.utils._pytree as pytree
 from torch.export import Dim
 
 from prunec.errors import TraceError
+from prunec.module import make_mode_switching
 from prunec.shapes import is_symbolic
 
 
@@ -184,7 +185,7 @@ def trace(
                     ) from export_exc
     finally:
         _set_training(model, was_training)
-    gm = ep.module()
+    gm = make_mode_switching(ep.module())
     gm.meta["prunec_tracer"] = tracer
     gm.meta["prunec_exported_program"] = ep
     gm.meta["prunec_dynamic_dims"] = dynamic_dims(gm)
