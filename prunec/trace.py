@@ -17,9 +17,9 @@ say which happened.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
-import inspect
 import re
 from typing import Any, Iterator
 
@@ -158,8 +158,8 @@ def trace(
     Returns the unlifted ``GraphModule`` of ``torch.export`` (callable with the same
     inputs as the model); ``gm.meta["prunec_tracer"]`` says which tracer succeeded.
     With ``dynamic`` (the default of :func:`prunec.prune` and :func:`prunec.analyze`; the IR
-    tools trace statically) batch and sequence/spatial dims stay symbolic where the model allows: ``gm.meta["prunec_dynamic_dims"]`` maps input names to their symbolic
-    dims, ``gm.meta["prunec_static_reason"]`` says why a trace is static ("" if dynamic).
+    tools trace statically) batch and sequence/spatial dims stay symbolic where the model allows:
+    ``gm.meta["prunec_dynamic_dims"]`` maps input names to their symbolic dims, ``gm.meta["prunec_static_reason"]`` says why a trace is static ("" if dynamic).
     Without it every dim is pinned to the example's size.  The model is traced in eval mode.
     Raises :class:`~prunec.errors.TraceError` with the failing op or module named.
     """
