@@ -21,7 +21,6 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import torch.fx as fx
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from prunec.analysis.analyze import Analysis
@@ -30,7 +29,7 @@ from prunec.attrs import get_path, set_tensor
 from prunec.errors import TransformError
 from prunec.pass_api import PassResult, register_pass
 from prunec.rules.registry import lookup_rule
-from prunec.shapes import fake_inputs
+from prunec.shapes import fake_inputs, hint_shape, propagation_mode
 
 aten = torch.ops.aten
 
@@ -98,7 +97,7 @@ class Rewriter:
         return dims[d % len(dims)]
 
     def old_shape(self, node: fx.Node) -> tuple[int, ...]:
-        return tuple(int(s) for s in node.meta["val"].shape)
+        return hint_shape(node.meta["val"].shape)
 
     def old_size(self, node: fx.Node, d: int) -> int:
         return self.old_shape(node)[d]
@@ -226,7 +225,8 @@ def propagate_and_check(analysis: Analysis, rw: Rewriter) -> None:
         val = node.meta.get("val")
         if isinstance(val, torch.Tensor) and isinstance(lay, list):
             predicted[node.name] = tuple(new_size(rw.table, d, rw.new_axis_sizes) for d in lay)
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    # A dynamic-shape trace re-propagates in its own shape environment: batch/length stay symbolic.
+    mode = propagation_mode(gm)
     try:
         FakeTensorProp(gm, mode).propagate(*fake_inputs(gm, mode))
     except Exception as exc:  # noqa: BLE001 - reported as a transform failure with the cause
@@ -236,7 +236,7 @@ def propagate_and_check(analysis: Analysis, rw: Rewriter) -> None:
         val = node.meta.get("val")
         if want is None or not isinstance(val, torch.Tensor):
             continue
-        got = tuple(int(s) for s in val.shape)
+        got = hint_shape(val.shape)
         if got != want:
             raise TransformError(f"node {node.name} ({node.target}) has shape {got} after pruning, expected {want}")
 

@@ -12,6 +12,7 @@ from prunec.analysis.analyze import Analysis
 from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group, Member
 from prunec.errors import (ConfigError, ModelLoadError, OutputExistsError, PruneError, TraceError, TransformError,
                            UnsafeModelError)
+from prunec.module import export_program
 from prunec.prune import PruneResult, analyze, prune
 from prunec.trace import trace
 
@@ -32,6 +33,7 @@ __all__ = [
     "TransformError",
     "UnsafeModelError",
     "analyze",
+    "export_program",
     "prune",
     "trace",
 ]

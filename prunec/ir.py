@@ -12,13 +12,20 @@ from typing import Any, Sequence
 import torch
 import torch.fx as fx
 
+from prunec.shapes import is_symbolic, size_hint
+
 _DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16", torch.int64: "i64",
            torch.int32: "i32", torch.bool: "b8", torch.float64: "f64"}
 
 
+def _size(size: Any) -> str:
+    # A symbolic (dynamic) size prints as its symbol (s0, s1 + 1, ...); int() would specialise it.
+    return str(size) if is_symbolic(size) else str(size_hint(size))
+
+
 def _type(val: Any) -> str:
     if isinstance(val, torch.Tensor):
-        return f"{_DTYPES.get(val.dtype, str(val.dtype))}[{', '.join(str(int(s)) for s in val.shape)}]"
+        return f"{_DTYPES.get(val.dtype, str(val.dtype))}[{', '.join(_size(s) for s in val.shape)}]"
     if isinstance(val, (list, tuple)):
         return "(" + ", ".join(_type(v) for v in val) + ")"
     return type(val).__name__ if val is not None else "none"

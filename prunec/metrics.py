@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from prunec.shapes import hint_shape
+
 
 def count_flops(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any] | None = None) -> int:
     """FLOPs of one forward pass on ``args`` (matmul/conv/attention FLOPs, as PyTorch counts them)."""
@@ -19,7 +21,7 @@ def count_flops(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any] | N
 def _meta_like(value: Any) -> Any:
     """Replace every tensor (real or fake) in ``value`` by an empty ``meta`` tensor of its shape and dtype."""
     if isinstance(value, torch.Tensor):
-        return torch.empty(tuple(int(s) for s in value.shape), dtype=value.dtype, device="meta")
+        return torch.empty(hint_shape(value.shape), dtype=value.dtype, device="meta")
     if isinstance(value, (list, tuple)):
         return type(value)(_meta_like(v) for v in value)
     if isinstance(value, dict):

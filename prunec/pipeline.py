@@ -27,6 +27,7 @@ from prunec.evaluate import perplexity
 from prunec.metrics import count_flops
 from prunec.mixed_precision import check_precision
 from prunec.models import LoadedModel
+from prunec.module import export_program
 from prunec.prune import PruneResult, prune, validate_kinds, validate_ratio
 from prunec.recovery import RecoveryConfig, distill, stackable_kwargs
 from prunec.report import analysis_dict, markdown_report
@@ -71,6 +72,7 @@ class PruneJob:
     max_step_regression: float = 1.5
     ignore: tuple[str, ...] = ()
     round_to: int = 1               # round kept channel/residual widths to this multiple (a target's)
+    static_shapes: bool = False     # pin batch and length to the example's (default: dynamic where the model allows)
 
     def resolved(self) -> "PruneJob":
         """Fill in the ``auto`` defaults and validate combinations (raises :class:`ConfigError`)."""
@@ -214,7 +216,8 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         on_stage(f"ranking decoder blocks by influence, dropping {job.drop_blocks}")
         model, depth, budget = _drop_blocks(loaded.model, job.drop_blocks, calibration, args, kwargs, budget)
     options = dict(kinds=job.kind_tuple, importance=job.importance, allocation=job.allocation, ignore=job.ignore,
-                   calibration=calibration, reconstruct=job.reconstruct, bias_compensation=job.bias_compensation)
+                   calibration=calibration, reconstruct=job.reconstruct, bias_compensation=job.bias_compensation,
+                   dynamic=not job.static_shapes)
     history: list[dict[str, Any]] = []
     recovery, recover = _recovery(job, loaded, calibration, kwargs, on_stage)
     if job.steps > 1:
@@ -265,6 +268,8 @@ def run_pruning(loaded: LoadedModel, job: PruneJob, on_stage: Callable[[str], No
         "depth": depth,
         "params_before": result.params_before,
         "params_after": result.params_after,
+        "dynamic_dims": {name: list(dims) for name, dims in result.dynamic_dims.items()},
+        "static_reason": result.static_reason,
         "params_removed_fraction": round(result.removed_fraction, 4),
         "non_embedding_params_before": result.non_embedding_before,
         "non_embedding_params_after": result.non_embedding_after,
@@ -353,7 +358,8 @@ def _recovery_windows(job: PruneJob, loaded: LoadedModel, calibration: list[tupl
 def write_prune_outputs(directory: Path, outcome: PruneOutcome, loaded: LoadedModel, title: str) -> None:
     """Write ``model.pt2``, ``hf/`` (when the family supports it), ``report.json`` and ``report.md``."""
     result = outcome.result
-    ep = torch.export.export(result.module, outcome.args, outcome.kwargs, strict=False)
+    # The program keeps the dims the pruning trace kept dynamic (batch, length, resolution).
+    ep = export_program(result.module, outcome.args, outcome.kwargs, dynamic=bool(result.dynamic_dims))
     torch.export.save(ep, str(directory / "model.pt2"))
     outcome.summary["hf_directory"] = write_pretrained(result, loaded, directory / "hf")
     report = analysis_dict(result.analysis)

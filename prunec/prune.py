@@ -40,15 +40,18 @@ def analyze(
     *,
     keep_interface: bool = True,
     ignore: Sequence[str] = (),
+    dynamic: bool = True,
 ) -> Analysis:
     """Trace ``model`` and find its coupled channel groups.
 
     ``keep_interface`` freezes units that reach a model output, so a pruned model
     stays a drop-in replacement.  ``ignore`` lists parameter names or module
-    prefixes whose groups must not be pruned.
+    prefixes whose groups must not be pruned.  ``dynamic`` traces batch and sequence/spatial
+    dims symbolically where the model allows (see :func:`prunec.trace.trace`); ``False`` pins
+    them to the example's sizes.
     """
     start = time.perf_counter()
-    gm = trace(model, example_inputs, example_kwargs)
+    gm = trace(model, example_inputs, example_kwargs, dynamic=dynamic)
     traced = time.perf_counter() - start
     analysis = analyze_graph(gm, keep_interface=keep_interface, ignore=tuple(ignore))
     analysis.trace_seconds = traced
@@ -69,6 +72,9 @@ class PruneResult:
     non_embedding_before: int = 0
     non_embedding_after: int = 0
     recovery_losses: list[float] = field(default_factory=list)
+    # Input name -> its symbolic (dynamic) dims; empty for a static trace, whose reason is static_reason.
+    dynamic_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    static_reason: str = ""
 
     @property
     def removed_fraction(self) -> float:
@@ -188,6 +194,7 @@ def prune(
     recover: RecoveryConfig | None = None,
     round_to: int = 1,
     sensitivity: SensitivityConfig | None = None,
+    dynamic: bool = True,
 ) -> PruneResult:
     """Remove units of the prunable groups of ``model``.
 
@@ -204,8 +211,13 @@ def prune(
     distils the pruned model from ``model`` on the calibration batches. ``round_to`` rounds the
     kept width of every pruned channel/residual group to a multiple of it (a target's vector width).
 
+    ``dynamic`` (default) traces batch and sequence/spatial dims symbolically, so the pruned
+    module accepts other batch sizes and lengths/resolutions the model accepts; ``False`` pins them
+    to the example's sizes.  A model that only traces statically is traced so, and
+    ``PruneResult.static_reason`` says why.
+
     Returns a :class:`PruneResult` whose ``module`` is a runnable ``nn.Module``
-    (the pruned traced graph) called with the same inputs as ``model``.  The
+    (the pruned traced graph, in eval mode) called with the same inputs as ``model``.  The
     input model is not modified.
     """
     start = time.perf_counter()
@@ -219,7 +231,8 @@ def prune(
         what = (f"importance '{importance}'" if estimator.needs else f"allocation '{allocation}'"
                 if allocation_needs(allocation) else "bias compensation/reconstruction/recovery")
         raise ConfigError(f"{what} needs calibration data; pass calibration batches (CLI: --calib FILE)")
-    analysis = analyze(model, example_inputs, example_kwargs, keep_interface=keep_interface, ignore=ignore)
+    analysis = analyze(model, example_inputs, example_kwargs, keep_interface=keep_interface, ignore=ignore,
+                       dynamic=dynamic)
     gm: fx.GraphModule = analysis.graph_module
     params_before = count_parameters(gm)
     tensors = {name: get_path(gm, name) for name in analysis.slots}
@@ -254,4 +267,5 @@ def prune(
     return PruneResult(module=gm, params_before=params_before, params_after=count_parameters(gm),
                        analysis=analysis, removed=removed, seconds=time.perf_counter() - start, original=model,
                        non_embedding_before=non_embedding[0], non_embedding_after=non_embedding[1],
-                       recovery_losses=recovery_losses)
+                       recovery_losses=recovery_losses, dynamic_dims=gm.meta.get("prunec_dynamic_dims", {}),
+                       static_reason=gm.meta.get("prunec_static_reason", ""))

@@ -41,7 +41,7 @@ def _heads_model():
 
 def test_removes_a_head_and_rewrites_the_view_sizes() -> None:
     model, args = _heads_model()
-    analysis = prunec.analyze(model, args, keep_interface=False)
+    analysis = prunec.analyze(model, args, keep_interface=False, dynamic=False)
     # The view splits qkv's rows into (2 heads) x (3): both axes are groups of their own.
     by_size = {g.size: g for g in analysis.prunable_groups if g.members[0].name == "qkv.weight"}
     heads = by_size[2]
@@ -62,9 +62,33 @@ def test_removes_a_head_and_rewrites_the_view_sizes() -> None:
     """)
 
 
-def test_kept_rows_are_the_surviving_head() -> None:
+
+def test_dynamic_trace_rewrites_only_the_pruned_widths() -> None:
+    """Batch and length stay symbolic (graph values) in the rewritten view sizes; the module runs on other shapes."""
     model, args = _heads_model()
     analysis = prunec.analyze(model, args, keep_interface=False)
+    heads = next(g for g in analysis.prunable_groups if g.members[0].name == "qkv.weight" and g.size == 2)
+    gm = analysis.graph_module
+    StructuredRemoval(analysis, RemovalPlan({heads.id: (1,)}))(gm)
+    assert_ir(gm, """
+        %qkv_weight = param qkv.weight : f32[3, 4]
+        %out_weight = param out.weight : f32[4, 3]
+        %x = input : f32[s77, s27, 4]
+        %sym_size_int_2 = aten.sym_size.int(%x, 0) : SymInt
+        %sym_size_int_3 = aten.sym_size.int(%x, 1) : SymInt
+        %linear = aten.linear.default(%x, %qkv_weight) : f32[s77, s27, 3]
+        %view = aten.view.default(%linear, [%sym_size_int_2, %sym_size_int_3, 1, 3]) : f32[s77, s27, 1, 3]
+        %relu = aten.relu.default(%view) : f32[s77, s27, 1, 3]
+        %reshape = aten.reshape.default(%relu, [%sym_size_int_2, %sym_size_int_3, 3]) : f32[s77, s27, 3]
+        %linear_1 = aten.linear.default(%reshape, %out_weight) : f32[s77, s27, 4]
+        %add = aten.add.Tensor(%x, %linear_1) : f32[s77, s27, 4]
+        return [%add]
+    """)
+    assert gm(torch.randn(3, 7, 4)).shape == (3, 7, 4)
+
+def test_kept_rows_are_the_surviving_head() -> None:
+    model, args = _heads_model()
+    analysis = prunec.analyze(model, args, keep_interface=False, dynamic=False)
     heads = next(g for g in analysis.prunable_groups if g.members[0].name == "qkv.weight" and g.size == 2)
     StructuredRemoval(analysis, RemovalPlan({heads.id: (0,)}))(analysis.graph_module)
     assert torch.equal(analysis.graph_module.qkv.weight, model.qkv.weight[3:])
@@ -73,7 +97,7 @@ def test_kept_rows_are_the_surviving_head() -> None:
 
 def test_empty_plan_is_not_a_modification() -> None:
     model, args = _heads_model()
-    analysis = prunec.analyze(model, args)
+    analysis = prunec.analyze(model, args, dynamic=False)
     before = format_graph(analysis.graph_module)
     result = StructuredRemoval(analysis, RemovalPlan({}))(analysis.graph_module)
     assert not result.modified
@@ -90,7 +114,7 @@ def test_mean_over_a_pruned_width_keeps_the_original_denominator() -> None:
             return self.fc(x).mean(-1, keepdim=True)
 
     torch.manual_seed(0)
-    analysis = prunec.analyze(Mean().eval(), (torch.randn(2, 3),))
+    analysis = prunec.analyze(Mean().eval(), (torch.randn(2, 3),), dynamic=False)
     group = next(g for g in analysis.prunable_groups if g.size == 4)
     StructuredRemoval(analysis, RemovalPlan({group.id: (0, 2)}))(analysis.graph_module)
     assert_ir(analysis.graph_module, """
@@ -106,7 +130,7 @@ def test_mean_over_a_pruned_width_keeps_the_original_denominator() -> None:
 
 def test_frozen_groups_are_refused() -> None:
     model, args = _heads_model()
-    analysis = prunec.analyze(model, args)  # keep_interface: the residual width reaches the output
+    analysis = prunec.analyze(model, args, dynamic=False)  # keep_interface: the residual width reaches the output
     frozen = next(g for g in analysis.groups if g.frozen and g.members[0].name == "qkv.weight")
     try:
         StructuredRemoval(analysis, RemovalPlan({frozen.id: (0,)}))(analysis.graph_module)

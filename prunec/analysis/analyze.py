@@ -18,6 +18,7 @@ from prunec.attrs import get_path
 from prunec.analysis.context import AnalysisContext
 from prunec.analysis.groups import Group, Member
 from prunec.rules.registry import lookup_rule
+from prunec.shapes import size_hint
 
 
 @dataclass
@@ -182,7 +183,7 @@ def _consistent(ctx: AnalysisContext, node: fx.Node) -> bool:
     def check(lay: Any, val: Any) -> bool:
         if isinstance(val, torch.Tensor):
             return isinstance(lay, list) and len(lay) == val.dim() and all(
-                ctx.table.layout_size(ctx.table.resolve(d)) == int(s) for d, s in zip(lay, val.shape))
+                ctx.table.layout_size(ctx.table.resolve(d)) == size_hint(s) for d, s in zip(lay, val.shape))
         if isinstance(val, (list, tuple)) and isinstance(lay, list):
             return len(lay) == len(val) and all(check(l, v) for l, v in zip(lay, val))
         return True

@@ -9,6 +9,7 @@ import torch
 import torch.fx as fx
 
 from prunec.analysis.axes import UNIT, AxisTable, Layout, LayoutMismatch
+from prunec.shapes import hint_shape, is_symbolic, size_hint
 
 # Layouts of one node's output: a list of per-dimension layouts for a tensor,
 # a list of such lists for a tuple/list of tensors, None for non-tensor values.
@@ -44,8 +45,8 @@ class AnalysisContext:
         return node.meta.get("val") if isinstance(node, fx.Node) else None
 
     def shape(self, node: Any) -> tuple[int, ...]:
-        val = self.val(node)
-        return tuple(int(s) for s in val.shape)
+        # The example's sizes: symbolic (dynamic) dims read as their traced value, without guarding them.
+        return hint_shape(self.val(node).shape)
 
     @staticmethod
     def is_tensor(node: Any) -> bool:
@@ -66,12 +67,11 @@ class AnalysisContext:
         if isinstance(val, torch.Tensor):
             out = []
             for s in val.shape:
-                if isinstance(s, int) or (hasattr(s, "node") and s.node.is_constant()):
-                    out.append(self.table.layout_for_size(int(s)))
-                else:
-                    lay = ((self.table.new(2 ** 31),),)  # symbolic size: a placeholder axis
+                lay = self.table.layout_for_size(size_hint(s))
+                if is_symbolic(s):
+                    # A dynamic batch/length/resolution is never a prunable width.
                     self.table.freeze(lay, "symbolic (dynamic) size")
-                    out.append(lay)
+                out.append(lay)
             return out
         if isinstance(val, (list, tuple)):
             return [self.fresh_for(v) for v in val]

@@ -66,6 +66,8 @@ def prune_cmd(
     seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
     stream: bool = typer.Option(False, help="Prune a sharded safetensors LLaMA-family checkpoint block by block "
                                 "(memory: one block + calibration activations); writes a HF directory."),
+    static_shapes: bool = typer.Option(False, "--static-shapes", help="Pin batch and sequence length/resolution to the "
+                                       "example's; by default model.pt2 accepts any the model does."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code from the model files to run (full pickles, Hugging Face custom code). Only for files you trust."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -85,7 +87,7 @@ def prune_cmd(
                    device=device, recover_precision=recover_precision, recover_every_step=recover_every_step,
                    recover_micro_batch=recover_micro_batch,
                    steps=steps, drop_blocks=drop_blocks, max_step_regression=max_step_regression,
-                   ignore=tuple(ignore), round_to=round_to)
+                   ignore=tuple(ignore), round_to=round_to, static_shapes=static_shapes)
     job = _streaming_job(job) if stream else job.resolved()
     check_output(output, overwrite=force)
     if stream:

@@ -17,6 +17,7 @@ from prunec.rules import (  # noqa: F401  (imported for their registrations)
     reshape,
     routing,
     split,
+    symbolic,
 )
 from prunec.rules.registry import Rule, lookup_rule, register_rule, registered_targets
 

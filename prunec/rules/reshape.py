@@ -8,6 +8,9 @@ arguments are rewritten after pruning from the new widths of the output dims.
 
 from __future__ import annotations
 
+import math
+import operator
+
 import torch
 import torch.fx as fx
 
@@ -18,15 +21,31 @@ from prunec.rules.registry import register_rule
 aten = torch.ops.aten
 
 
+def rescale_symbolic(rw, node: fx.Node, size: fx.Node, old: int, new: int) -> fx.Node:
+    """``size * new // old`` as graph values: a symbolic size (``batch * heads``) whose fixed factor was pruned.
+
+    ``old``/``new`` are the dim's sizes in the example; the symbolic factors are never pruned, so
+    the ratio is the fixed factors' ratio and the result is exact for every batch/length."""
+    g = math.gcd(old, new)
+    with rw.graph.inserting_before(node):
+        scaled = rw.graph.call_function(operator.mul, (size, new // g))
+        return rw.graph.call_function(operator.floordiv, (scaled, old // g))
+
+
 def rewrite_size_list(rw, node: fx.Node, arg_index: int = 1) -> None:
-    """Rewrite a size-list argument that spells out the output shape (``-1`` stays ``-1``)."""
+    """Rewrite a size-list argument that spells out the output shape (``-1`` stays ``-1``).
+
+    A symbolic entry (a graph value) stays symbolic; it is rescaled only where its dim lost units."""
     args = list(node.args)
     if len(args) <= arg_index:
         return
     sizes = list(args[arg_index])
     for i, s in enumerate(sizes):
+        d = i - len(sizes) + len(rw.old_shape(node))
         if isinstance(s, int) and s != -1:
-            sizes[i] = rw.new_size(node, i - len(sizes) + len(rw.old_shape(node)))
+            sizes[i] = rw.new_size(node, d)
+        elif isinstance(s, fx.Node) and rw.new_size(node, d) != rw.old_size(node, d):
+            sizes[i] = rescale_symbolic(rw, node, s, rw.old_size(node, d), rw.new_size(node, d))
     args[arg_index] = sizes
     node.args = tuple(args)
 
@@ -54,7 +73,12 @@ def reshape_as(ctx: AnalysisContext, node: fx.Node) -> None:
 
 def _rewrite_unflatten(rw, node: fx.Node) -> None:
     dim = node.args[1] % len(rw.old_shape(node.args[0]))
-    sizes = [s if s == -1 else rw.new_size(node, dim + i) for i, s in enumerate(node.args[2])]
+    sizes = []
+    for i, s in enumerate(node.args[2]):
+        old, new = rw.old_size(node, dim + i), rw.new_size(node, dim + i)
+        if isinstance(s, fx.Node):  # symbolic: kept, rescaled only where the dim lost units
+            s = s if old == new else rescale_symbolic(rw, node, s, old, new)
+        sizes.append(s if s == -1 or isinstance(s, fx.Node) else new)
     node.args = (node.args[0], node.args[1], sizes)
 
 

@@ -22,6 +22,7 @@ import torch.fx as fx
 from prunec.analysis.axes import Layout, LayoutMismatch
 from prunec.analysis.context import AnalysisContext
 from prunec.rules.registry import register_rule
+from prunec.shapes import size_hint
 
 aten = torch.ops.aten
 
@@ -75,7 +76,7 @@ def _rewrite_split(rw, node: fx.Node) -> None:
         return
     new, off = [], 0
     for v in node.meta["val"]:
-        size = int(v.shape[dim])
+        size = size_hint(v.shape[dim])
         new.append(int(((kept >= off) & (kept < off + size)).sum()))
         off += size
     node.target = aten.split_with_sizes.default
@@ -87,7 +88,7 @@ def _rewrite_split(rw, node: fx.Node) -> None:
 def split(ctx: AnalysisContext, node: fx.Node) -> None:
     x = node.args[0]
     dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-    sizes = [int(v.shape[dim]) for v in node.meta["val"]]
+    sizes = [size_hint(v.shape[dim]) for v in node.meta["val"]]
     _split_outputs(ctx, node, x, dim, sizes)
 
 
@@ -137,8 +138,9 @@ def slice_(ctx: AnalysisContext, node: fx.Node) -> None:
     xd = ctx.dims(x)
     dim %= len(xd)
     n = ctx.shape(x)[dim]
-    start = 0 if start is None else (start + n if start < 0 else min(start, n))
-    end = n if end is None else (end + n if end < 0 else min(end, n))
+    # Bounds read from a symbolic size (a dynamic length) are graph nodes: left as they are, frozen below.
+    start = 0 if start is None else (start + n if start < 0 else min(start, n)) if isinstance(start, int) else start
+    end = n if end is None else (end + n if end < 0 else min(end, n)) if isinstance(end, int) else end
     if not all(isinstance(v, int) for v in (start, end, step)):
         _frozen_slice(ctx, node, xd, dim, "slice with symbolic bounds or step")
         return
