@@ -34,8 +34,10 @@ td.ir{white-space:pre-wrap;word-break:break-all}
 mark.del{background:#ffd8d6;color:#8a1c12;font-weight:600}mark.ins{background:#c9f2d4;color:#14532d;font-weight:600}
 .chart{background:#fff;border:1px solid #d9e2ec;border-radius:8px;padding:8px;overflow-x:auto}
 .note{color:#52606d;font-size:12px}
-table.diff{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace;border-collapse:collapse;background:#fff;width:100%}
-table.diff td{padding:0 4px;white-space:pre-wrap;word-break:break-all;vertical-align:top}
+.scroll{overflow-x:auto;border:1px solid #d9e2ec;border-radius:8px;background:#fff}
+table.diff{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace;border-collapse:collapse;background:#fff}
+table.diff td{padding:0 6px;white-space:pre;vertical-align:top}
+table.diff span.diff_chg,table.diff span.diff_add,table.diff span.diff_sub{font-weight:700;border-radius:2px}
 table.diff th,.diff_header{background:#eef2f6;color:#52606d;text-align:right}
 .diff_next{background:#eef2f6}.diff_add{background:#c9f2d4}.diff_chg{background:#fff3bf}.diff_sub{background:#ffd8d6}
 details summary{cursor:pointer;font-weight:600;margin:8px 0}
@@ -167,7 +169,8 @@ def node_table(diff: GraphDiff) -> str:
 
 def render_html(diff: GraphDiff) -> str:
     """The whole page."""
-    side_by_side = difflib.HtmlDiff(wrapcolumn=90).make_table(
+    # No wrap column: HtmlDiff wraps at a fixed character count, mid-token; a scrolling box keeps IR lines whole.
+    side_by_side = difflib.HtmlDiff().make_table(
         diff.a_text.splitlines(), diff.b_text.splitlines(), escape(diff.a_name), escape(diff.b_name),
         context=True, numlines=2)
     layers = list(diff.layers)
@@ -187,6 +190,7 @@ FLOPs are PyTorch's flop counter replayed on the printed shapes. Changed rows ar
 <h2 id="nodes">Changed nodes</h2>
 {node_table(diff)}
 <h2 id="ir">IR side by side</h2>
-<details open><summary>unified context, 2 lines</summary>{side_by_side}</details>
+<details open><summary>changed lines with 2 lines of context, before (left) and after (right); changed
+characters in bold (scroll sideways for long lines)</summary><div class="scroll">{side_by_side}</div></details>
 </main></body></html>
 """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import shutil
 import struct
 import subprocess
@@ -124,3 +126,12 @@ def test_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
                if abs(pixels[i] - AFTER_BLUE[0]) < 8 and abs(pixels[i + 1] - AFTER_BLUE[1]) < 8
                and abs(pixels[i + 2] - AFTER_BLUE[2]) < 8)
     assert blue > 500
+
+
+def test_ir_side_by_side_keeps_lines_whole(report) -> None:
+    """IR lines are not wrapped mid-token (difflib marks a wrapped line's continuation with '>' in the
+    line-number column); the table scrolls sideways instead."""
+    html = report.read_text(encoding="utf-8")
+    assert 'class="diff_header">&gt;</td>' not in html
+    assert re.search(r'<div class="scroll">\s*<table class="diff"', html)
+    assert "unified context" not in html
