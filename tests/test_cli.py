@@ -217,3 +217,8 @@ def test_prune_round_to_keeps_aligned_widths(tmp_path) -> None:
 def test_round_to_is_refused_with_stream(tmp_path) -> None:
     result = runner.invoke(app, ["prune", str(tmp_path), "--stream", "--round-to", "32", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--round-to needs the whole model" in result.output, result.output
+
+
+def test_version_flag() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("prunec 0."), result.output

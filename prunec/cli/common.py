@@ -18,6 +18,22 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        import torch
+
+        out.print(f"prunec {version('prunec')} (torch {torch.__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print prunec's version and exit.")) -> None:
+    """Structured pruning as a compiler pipeline: trace, analyse, remove, lower, verify."""
+
+
 def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a PruneError into one line on stderr and the error's exit code."""
 
