@@ -232,6 +232,7 @@ def test_obs_importance_prefers_a_unit_the_others_can_rebuild() -> None:
         assert max_abs_diff(model(x), result.module(x)) <= 0.05
 
 
+@pytest.mark.slow
 def test_recovery_distils_towards_the_original() -> None:
     from prunec.recovery import RecoveryConfig
 

@@ -48,6 +48,7 @@ def test_passes_includes_a_pass_file() -> None:
     assert "fold-scale-into-linear" in result.stdout
 
 
+@pytest.mark.slow
 def test_opt_folds_batchnorm_with_dumps_and_verification(tmp_path: Path) -> None:
     out, dumps = tmp_path / "opt.pt2", tmp_path / "ir"
     result = runner.invoke(app, ["opt", "models:resnet", "--passes", "fold-batchnorm,remove-noops*,dce",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,8 @@ from models import randomize_
 from prunec.analysis.groups import KINDS
 from prunec.testing import check_dead_unit_exactness
 from random_models import build, programs
+
+pytestmark = pytest.mark.slow  # distillation/streaming/fuzzing: tens of seconds on 2 cores
 
 
 # PRUNEC_FUZZ_EXAMPLES=5000 for a long run (see benchmarks/README.md).

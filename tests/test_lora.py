@@ -16,6 +16,8 @@ from prunec.lora import LoRAConfig, attach_lora, linear_weights, merge_lora
 from prunec.recovery import RecoveryConfig, distill
 from prunec.testing import max_abs_diff
 
+pytestmark = pytest.mark.slow  # distillation/streaming/fuzzing: tens of seconds on 2 cores
+
 
 def _pruned():
     model, args, kwargs = ALL_CASES["llama_tied"]()

@@ -19,6 +19,8 @@ from prunec.mixed_precision import (autocast, check_precision, float32_output_he
 from prunec.recovery import RecoveryConfig, distill
 from tests.models import ALL_CASES, randomize_
 
+pytestmark = pytest.mark.slow  # distillation/streaming/fuzzing: tens of seconds on 2 cores
+
 CPU = torch.device("cpu")
 runner = CliRunner()
 

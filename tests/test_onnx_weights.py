@@ -175,6 +175,7 @@ def test_unknown_mode_is_a_config_error(tmp_path, probe) -> None:
         _compile(program, inputs, "x86-64", tmp_path, quantize="int3-weights")
 
 
+@pytest.mark.slow
 def test_cli_compiles_int4_weights_and_rejects_a_bad_mode(tmp_path) -> None:
     runner = CliRunner()
     out = tmp_path / "llama"

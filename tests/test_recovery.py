@@ -20,6 +20,8 @@ from prunec.trace import trace
 from tests.models import ALL_CASES
 from tests.test_calibration_methods import randomize_
 
+pytestmark = pytest.mark.slow  # distillation/streaming/fuzzing: tens of seconds on 2 cores
+
 runner = CliRunner()
 
 

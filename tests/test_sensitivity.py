@@ -19,6 +19,8 @@ from prunec.prune import score_groups, select_groups
 from prunec.sensitivity import SensitivityConfig, output_distortion, zeroed_units
 from prunec.testing import max_abs_diff
 
+pytestmark = pytest.mark.slow  # distillation/streaming/fuzzing: tens of seconds on 2 cores
+
 
 def _calib(n: int = 3) -> list[tuple]:
     return [(torch.randint(0, 96, (2, 8), generator=torch.Generator().manual_seed(i)),) for i in range(n)]

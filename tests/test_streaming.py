@@ -15,6 +15,8 @@ from prunec.models import load_model
 from prunec.pipeline import PruneJob, run_pruning
 from prunec.streaming import stream_prune
 
+pytestmark = pytest.mark.slow  # distillation/streaming/fuzzing: tens of seconds on 2 cores
+
 runner = CliRunner()
 # A few-MB LLaMA with GQA, saved as many shards so that blocks straddle shard boundaries.
 CONFIG = dict(vocab_size=256, hidden_size=48, intermediate_size=160, num_hidden_layers=3, num_attention_heads=6,

@@ -361,6 +361,7 @@ def _tables(module: Any, shape: tuple[int, int]) -> int:
     return len(found)
 
 
+@pytest.mark.slow
 def test_a_tied_embedding_and_lm_head_share_one_table(tmp_path) -> None:
     """Constant folding used to store the LM head's transposed view of a tied table as a second table."""
     import tvm
