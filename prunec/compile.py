@@ -205,11 +205,11 @@ def build_manifest(loaded: LoadedModel, job: CompileJob, preset: TargetPreset, a
                    steps: dict[str, float], notes: dict[str, str],
                    artifact_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest: what was compiled, how, the files, verification, latency. ``artifact_info`` says
-    what kind of artefact it is (default: a graph whose first input's last dimension is the context)."""
+    what kind of artefact it is (default: a graph; for token inputs, their length is the context)."""
     summary = outcome.summary
     if artifact_info is None:
-        first = artifact.inputs[0].shape if artifact.inputs else ()
-        artifact_info = {"kind": GRAPH_KIND, "max_context": int(first[-1]) if first else None}
+        tokens = [s.shape for s in artifact.inputs if np.dtype(s.dtype).kind in "iu" and s.shape]
+        artifact_info = {"kind": GRAPH_KIND, "max_context": int(tokens[0][-1]) if tokens else None}
     return {
         "format": 1,
         "model": loaded.name or loaded.source,
@@ -293,7 +293,8 @@ def markdown(manifest: dict[str, Any]) -> str:
         f"- FLOPs: {m['flops_before']:,} -> {m['flops_after']:,} "
         f"({m['flops_after'] / max(m['flops_before'], 1):.3f} of the original)",
         f"- quantisation: {m['quantize']}",
-        f"- artefact: {art.get('kind', GRAPH_KIND)}, max context {art.get('max_context')} tokens",
+        f"- artefact: {art.get('kind', GRAPH_KIND)}"
+        + (f", max context {art['max_context']} tokens" if art.get("max_context") else ""),
         f"- verification: {verification_line(m)}; pruned vs original: {m['max_abs_diff_pruned_vs_original']:.3g}",
         f"- latency: {latency_line(m)}",
         "", "## Inputs and outputs", "", "| role | name | shape | dtype |", "|---|---|---|---|",

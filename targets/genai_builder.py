@@ -95,11 +95,11 @@ def build_genai(model: torch.nn.Module, tokenizer: Any, out_dir: Path, quantize:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="prunec-genai-") as scratch:
         hf_dir, cache = Path(scratch) / "hf", Path(scratch) / "cache"
-        model.save_pretrained(hf_dir)
-        tokenizer.save_pretrained(hf_dir)
         try:
-            # The builder prints progress (and tqdm bars) for every tensor: not the user's business.
+            # Saving and the builder print progress (and tqdm bars) for every tensor: not the user's business.
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                model.save_pretrained(hf_dir)
+                tokenizer.save_pretrained(hf_dir)
                 options = parse_extra_options(None, str(hf_dir), str(out_dir), precision, "cpu", str(cache), [])
                 create_model(None, str(hf_dir), str(out_dir), precision, "cpu", str(cache), **options)
         except Exception as exc:  # noqa: BLE001 - any builder failure becomes one line naming the cause
