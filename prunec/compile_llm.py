@@ -77,8 +77,9 @@ def rebuild_hf(pruned: PrunedProgram) -> torch.nn.Module:
     try:
         model = outcome.result.to_pretrained()
     except ConfigError as exc:
-        raise ConfigError(f"the onnxruntime-genai decoder needs the same widths in every layer ({exc}); compile "
-                          f"with --allocation uniform") from None
+        # e.g. per-layer widths (to_pretrained says: use uniform allocation), a Gemma hidden size.
+        raise ConfigError(f"the onnxruntime-genai builder converts the model's Hugging Face class, and the pruned "
+                          f"model does not fit it: {exc}; or compile with --artifact graph") from None
     with torch.no_grad():
         logits = model(*outcome.args, **outcome.kwargs, use_cache=False).logits.numpy()
         reference = next((r for r in flat_outputs(outcome.result.module(*outcome.args, **outcome.kwargs))

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -71,12 +72,18 @@ def builder_precision(quantize: str) -> str:
 
 
 def layer_widths(model: torch.nn.Module) -> tuple[dict[str, int], ...]:
-    """Per-layer widths of a rebuilt HF model, read from its config (to_pretrained made them uniform)."""
+    """Per-layer widths of a rebuilt HF model, read from each layer's projections (the config's values
+    where a family fuses them, e.g. Phi-3's ``qkv_proj``)."""
     c = model.config
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    width = {"hidden": c.hidden_size, "heads": c.num_attention_heads, "kv_heads": c.num_key_value_heads,
-             "head_dim": head_dim, "ffn": c.intermediate_size}
-    return tuple(dict(width) for _ in range(c.num_hidden_layers))
+    widths = []
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        k_proj = getattr(attn, "k_proj", None)
+        widths.append({"hidden": c.hidden_size, "heads": attn.o_proj.in_features // head_dim,
+                       "kv_heads": k_proj.out_features // head_dim if k_proj is not None else c.num_key_value_heads,
+                       "head_dim": head_dim, "ffn": mlp.down_proj.in_features})
+    return tuple(widths)
 
 
 def build_genai(model: torch.nn.Module, tokenizer: Any, out_dir: Path, quantize: str = "none") -> GenaiFolder:
@@ -96,8 +103,7 @@ def build_genai(model: torch.nn.Module, tokenizer: Any, out_dir: Path, quantize:
     with tempfile.TemporaryDirectory(prefix="prunec-genai-") as scratch:
         hf_dir, cache = Path(scratch) / "hf", Path(scratch) / "cache"
         try:
-            # Saving and the builder print progress (and tqdm bars) for every tensor: not the user's business.
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            with _quiet():
                 model.save_pretrained(hf_dir)
                 tokenizer.save_pretrained(hf_dir)
                 options = parse_extra_options(None, str(hf_dir), str(out_dir), precision, "cpu", str(cache), [])
@@ -116,6 +122,18 @@ def build_genai(model: torch.nn.Module, tokenizer: Any, out_dir: Path, quantize:
     return GenaiFolder(files=files, precision=precision, max_context=int(genai["model"]["context_length"]),
                        layer_widths=layer_widths(model), chat_template=chat,
                        builder_version=onnxruntime_genai.__version__)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Saving and the builder print progress (tqdm bars) for every tensor, and its int4/int8 quantiser
+    logs every node at INFO through its own handler: not the user's business."""
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _carry_chat_template(tokenizer: Any, out_dir: Path) -> bool:

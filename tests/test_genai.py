@@ -175,3 +175,27 @@ def test_positional_agreement_counts_early_stops_as_misses() -> None:
     assert positional_agreement([1, 2, 3, 4], [1, 2, 3, 4]) == (4, 4)
     assert positional_agreement([1, 2, 3, 4], [1, 9, 3]) == (2, 4)
     assert positional_agreement([1, 2], [1, 2, 5, 6]) == (2, 4)
+
+
+@pytest.mark.parametrize("mode,precision", [("int4-weights", "int4"), ("int8-weights", "int8")])
+def test_weight_only_modes_use_the_builders_precision(llm_dir, tmp_path, mode, precision) -> None:
+    import onnx
+
+    out = tmp_path / "q"
+    # A random 48-wide model loses more to 4-bit blocks than a trained one (SmolLM2-135M pruned: 0.75
+    # teacher-forced at int4), so this test holds it to a lower agreement; exactness is the fp32 test's.
+    result = _compile(llm_dir, out, "--quantize", mode, "--repeat", "0", "--min-agreement", "0.25")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["artifact"]["precision"] == precision
+    # Quantised folders are held to the teacher-forced agreement (see prunec.llm_verify.MIN_AGREEMENT).
+    check = manifest["verification"]
+    assert check["metric"] == "teacher_forced_token_agreement" and check["teacher_forced_agreement"] >= check["tolerance"]
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node}
+    assert "MatMulNBits" in ops
+
+
+def test_agreement_below_the_threshold_exits_10_and_leaves_nothing(llm_dir, tmp_path) -> None:
+    out = tmp_path / "q"
+    result = _compile(llm_dir, out, "--quantize", "int4-weights", "--repeat", "0", "--min-agreement", "1.0")
+    assert result.exit_code == 10 and "token agreement" in result.output and not out.exists()
