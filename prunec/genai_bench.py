@@ -9,7 +9,6 @@ end-of-sequence token held back (``min_length``) so every run decodes exactly ``
 
 from __future__ import annotations
 
-import resource
 import statistics
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from prunec.errors import ConfigError
-from prunec.generate import Decoder, _og, open_decoder
+from prunec.generate import Decoder, open_decoder, runtime
 
 
 def _rss_mb(field: str) -> float | None:
@@ -46,12 +45,14 @@ def _peak_rss_mb() -> float:
     peak = _rss_mb("VmHWM")
     if peak is not None:
         return peak
+    import resource  # POSIX only; /proc answered above on Linux
+
     per_mib = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / per_mib
 
 
 def _one_run(decoder: Decoder, prompt: list[int], decode: int) -> tuple[float, float]:
-    og = _og()
+    og = runtime()
     params = og.GeneratorParams(decoder.model)
     length = len(prompt) + decode
     params.set_search_options(do_sample=False, max_length=length, min_length=length)

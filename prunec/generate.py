@@ -44,7 +44,8 @@ class Decoder:
         return bool(self.manifest["artifact"].get("chat_template"))
 
 
-def _og() -> Any:
+def runtime() -> Any:
+    """The ``onnxruntime_genai`` module (:class:`ToolchainError` naming the install when it is missing)."""
     try:
         import onnxruntime_genai
     except ImportError:
@@ -74,7 +75,7 @@ def open_decoder(directory: Path, threads: int | None = None, manifest: dict[str
 
     ``manifest`` stands in for ``manifest.json`` while ``prunec compile`` is still writing the folder.
     """
-    og = _og()
+    og = runtime()
     directory = Path(directory)
     manifest = decoder_manifest(directory) if manifest is None else manifest
     threads = int(manifest.get("threads", 0)) if threads is None else threads
@@ -102,7 +103,7 @@ def prompt_tokens(decoder: Decoder, prompt: str, chat: bool = False, system: str
 
 
 def _generator(decoder: Decoder, length: int, min_length: int = 0) -> Any:
-    og = _og()
+    og = runtime()
     if length > decoder.max_context:
         raise ConfigError(f"{length} tokens do not fit the model's context of {decoder.max_context}; "
                           f"use a shorter prompt or fewer new tokens")

@@ -11,6 +11,7 @@ argmax matches, which does not compound and so says more about quantised artefac
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -109,7 +110,5 @@ def verify_decoder(model: torch.nn.Module, decoder: Decoder, quantize: str, *, m
 
 def _eos_ids(decoder: Decoder) -> set[int]:
     """The end-of-sequence ids ORT GenAI stops on (``genai_config.json``): PyTorch stops on the same."""
-    import json
-
     config = json.loads((decoder.directory / "genai_config.json").read_text())
     return {int(t) for t in np.atleast_1d(config["model"].get("eos_token_id", []))}
