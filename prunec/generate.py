@@ -79,11 +79,14 @@ def open_decoder(directory: Path, threads: int | None = None, manifest: dict[str
     directory = Path(directory)
     manifest = decoder_manifest(directory) if manifest is None else manifest
     threads = int(manifest.get("threads", 0)) if threads is None else threads
-    config = og.Config(str(directory))
-    if threads:
-        options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    missing = [n for n in ("genai_config.json", "model.onnx") if not (directory / n).is_file()]
+    if missing:
+        raise ConfigError(f"{directory} lacks {', '.join(missing)}; recompile it with prunec compile")
     try:
+        config = og.Config(str(directory))
+        if threads:
+            options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
         model = og.Model(config)
         tokenizer = og.Tokenizer(model)
     except Exception as exc:  # noqa: BLE001 - a damaged folder becomes one line
