@@ -7,10 +7,16 @@ resolve the target and backend → prune (kept widths optionally rounded to the 
 (:func:`prunec.pipeline.run_pruning`) → export the pruned module (``torch.export``) → lower with
 the backend → verify the artefact against the pruned PyTorch module → time it → write
 ``manifest.json`` and ``report.md``. Everything lands in ``out`` atomically.
+
+That is the *graph* artefact (fixed input shapes). A causal LM compiled with the onnx backend
+becomes a *decoder* folder instead (``--artifact auto``/``genai``, :mod:`prunec.compile_llm`):
+ONNX Runtime GenAI's model builder lowers the pruned model with a KV cache and its tokenizer, and
+verification compares greedy continuations.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import platform
@@ -25,6 +31,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from prunec.errors import ConfigError, OutputExistsError, ToolchainError, VerificationError
+from prunec.generate import GENAI_KIND
 from prunec.models import LoadedModel
 from prunec.output import atomic_output_dir
 from prunec.pipeline import PruneJob, PruneOutcome, run_pruning
@@ -43,6 +50,10 @@ REPORT = "report.md"
 FLOAT_TOLERANCE = 1e-3
 INT8_TOLERANCE = 0.5
 QUANTIZED_TOLERANCE = {"dynamic": INT8_TOLERANCE, "static": INT8_TOLERANCE, "int8-weights": 0.1}
+# What a compile writes: auto picks the decoder folder for causal LMs the onnx backend can hand to
+# ONNX Runtime GenAI's builder (prunec.compile_llm.choose_artifact), the graph otherwise.
+ARTIFACT_KINDS = ("auto", "graph", "genai")
+GRAPH_KIND = "graph"
 
 
 def quantize_modes() -> tuple[str, ...]:
@@ -66,6 +77,8 @@ class CompileJob:
     latency_repeat: int = 20               # timed runs (median reported); 0 skips timing
     tolerance: float | None = None         # None: FLOAT_TOLERANCE, or the mode's QUANTIZED_TOLERANCE / INT8_TOLERANCE
     dump_ir: Path | None = None            # write the IR of every stage (traced, pruned, each cleanup pass) here
+    artifact: str = "auto"                 # one of ARTIFACT_KINDS: auto (decoder for causal LMs), graph, genai
+    min_agreement: float | None = None     # decoder: minimum token agreement (None: prunec.llm_verify.MIN_AGREEMENT)
 
     def resolved(self) -> "CompileJob":
         """Validate the options that need no model (raises :class:`ConfigError`)."""
@@ -77,6 +90,10 @@ class CompileJob:
             raise ConfigError("--threads and --repeat must be >= 0")
         if self.tolerance is not None and self.tolerance <= 0:
             raise ConfigError("--tolerance must be > 0")
+        if self.artifact not in ARTIFACT_KINDS:
+            raise ConfigError(f"unknown --artifact '{self.artifact}'; choose one of {', '.join(ARTIFACT_KINDS)}")
+        if self.min_agreement is not None and not 0 < self.min_agreement <= 1:
+            raise ConfigError(f"--min-agreement must be in (0, 1], got {self.min_agreement}")
         if self.dump_ir is not None and Path(self.dump_ir).exists() and any(Path(self.dump_ir).iterdir()):
             raise ConfigError(f"IR dump directory {self.dump_ir} is not empty; choose an empty or new directory")
         return replace(self, prune=self.prune.resolved())
@@ -185,8 +202,14 @@ def file_entry(directory: Path, name: str) -> dict[str, Any]:
 
 def build_manifest(loaded: LoadedModel, job: CompileJob, preset: TargetPreset, artifact: Artifact,
                    outcome: PruneOutcome, directory: Path, checks: dict[str, Any], latency: dict[str, Any] | None,
-                   steps: dict[str, float], notes: dict[str, str]) -> dict[str, Any]:
+                   steps: dict[str, float], notes: dict[str, str],
+                   artifact_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest: what was compiled, how, the files, verification, latency. ``artifact_info`` says
+    what kind of artefact it is (default: a graph; for token inputs, their length is the context)."""
     summary = outcome.summary
+    if artifact_info is None:
+        tokens = [s.shape for s in artifact.inputs if np.dtype(s.dtype).kind in "iu" and s.shape]
+        artifact_info = {"kind": GRAPH_KIND, "max_context": int(tokens[0][-1]) if tokens else None}
     return {
         "format": 1,
         "model": loaded.name or loaded.source,
@@ -194,6 +217,7 @@ def build_manifest(loaded: LoadedModel, job: CompileJob, preset: TargetPreset, a
         "target_preset": asdict(preset),
         "backend": job.backend,
         "backend_details": artifact.details,
+        "artifact": artifact_info,
         "quantize": job.quantize,
         "threads": job.threads,
         "files": [file_entry(directory, name) for name in artifact.files],
@@ -214,25 +238,77 @@ def build_manifest(loaded: LoadedModel, job: CompileJob, preset: TargetPreset, a
     }
 
 
+def _graph_verification(m: dict[str, Any]) -> str:
+    v = m["verification"]
+    return (f"max |artefact - PyTorch| = {v['max_abs_diff']:.3g}, relative L2 error {v['relative_l2_error']:.3g} "
+            f"(checked: {v['metric']} <= {v['tolerance']:.3g})")
+
+
+def _decoder_verification(m: dict[str, Any]) -> str:
+    v = m["verification"]
+    return (f"greedy token agreement {v['greedy_agreement']:.2f}, teacher-forced {v['teacher_forced_agreement']:.2f} "
+            f"over {len(v['prompts'])} prompts x {v['new_tokens']} new tokens (checked: {v['metric']} >= "
+            f"{v['tolerance']:.2f}); first-token logits max |artefact - PyTorch| "
+            f"{v['first_token_logits_max_abs_diff']:.3g}")
+
+
+def _graph_latency(m: dict[str, Any]) -> str:
+    lat = m["latency"]
+    return f"median {lat['median_ms']} ms over {lat['repeat']} runs, {m['threads']} threads, {lat['where']}"
+
+
+def _decoder_latency(m: dict[str, Any]) -> str:
+    lat = m["latency"]
+    return (f"time to first token {lat['time_to_first_token_ms']} ms ({lat['prefill_tokens']}-token prompt), "
+            f"prefill {lat['prefill_tokens_per_s']} tokens/s, decode {lat['decode_tokens_per_s']} tokens/s, "
+            f"{m['threads']} threads, {lat['where']}")
+
+
+# Per artefact kind: one line for the verification and one for the latency (report and CLI).
+SUMMARY_LINES: dict[str, tuple[Callable[[dict[str, Any]], str], Callable[[dict[str, Any]], str]]] = {
+    GRAPH_KIND: (_graph_verification, _graph_latency),
+    GENAI_KIND: (_decoder_verification, _decoder_latency),
+}
+
+
+def verification_line(manifest: dict[str, Any]) -> str:
+    """How the artefact was verified, in one line."""
+    return SUMMARY_LINES[manifest.get("artifact", {}).get("kind", GRAPH_KIND)][0](manifest)
+
+
+def latency_line(manifest: dict[str, Any]) -> str:
+    """What timing the artefact gave, in one line ("not measured" without)."""
+    if not manifest["latency"]:
+        return "not measured"
+    return SUMMARY_LINES[manifest.get("artifact", {}).get("kind", GRAPH_KIND)][1](manifest)
+
+
 def markdown(manifest: dict[str, Any]) -> str:
     """The human-readable report beside the manifest."""
     m = manifest
-    lat = m["latency"]
+    art = m.get("artifact", {})
     lines = [
         f"# prunec compile {m['model']} for {m['target']} ({m['backend']})", "",
         f"- params: {m['params_before']:,} -> {m['params_after']:,}",
         f"- FLOPs: {m['flops_before']:,} -> {m['flops_after']:,} "
         f"({m['flops_after'] / max(m['flops_before'], 1):.3f} of the original)",
         f"- quantisation: {m['quantize']}",
-        f"- verification: max |artefact - PyTorch| = {m['verification']['max_abs_diff']:.3g}, relative L2 error "
-        f"{m['verification']['relative_l2_error']:.3g} (checked: {m['verification']['metric']} <= "
-        f"{m['verification']['tolerance']:.3g}); pruned vs original: {m['max_abs_diff_pruned_vs_original']:.3g}",
-        "- latency: " + (f"median {lat['median_ms']} ms over {lat['repeat']} runs, {m['threads']} threads, "
-                          f"{lat['where']}" if lat else "not measured"),
+        f"- artefact: {art.get('kind', GRAPH_KIND)}"
+        + (f", max context {art['max_context']} tokens" if art.get("max_context") else ""),
+        f"- verification: {verification_line(m)}; pruned vs original: {m['max_abs_diff_pruned_vs_original']:.3g}",
+        f"- latency: {latency_line(m)}",
         "", "## Inputs and outputs", "", "| role | name | shape | dtype |", "|---|---|---|---|",
     ]
     for role in ("inputs", "outputs"):
         lines += [f"| {role[:-1]} | {s['name']} | {list(s['shape'])} | {s['dtype']} |" for s in m[role]]
+    if "prompts" in m["verification"]:
+        lines += ["", "## Greedy continuations", "", "| prompt | PyTorch | artefact | agreement |", "|---|---|---|---|"]
+        lines += [f"| {_cell(p['prompt'])} | {_cell(p['pytorch'])} | {_cell(p['artefact'])} | {p['agreement']:.2f} |"
+                  for p in m["verification"]["prompts"]]
+    if art.get("layer_widths"):
+        lines += ["", "## Layer widths", "", "| layer | " + " | ".join(art["layer_widths"][0]) + " |",
+                  "|---|" + "---|" * len(art["layer_widths"][0])]
+        lines += [f"| {i} | " + " | ".join(str(v) for v in w.values()) + " |" for i, w in enumerate(art["layer_widths"])]
     lines += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
     lines += [f"| {f['path']} | {f['bytes']:,} | `{f['sha256']}` |" for f in m["files"]]
     lines += ["", "## Steps (seconds)", ""] + [f"- {k}: {v}" for k, v in m["step_seconds"].items()]
@@ -241,13 +317,17 @@ def markdown(manifest: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 @dataclass
 class PrunedProgram:
     """The front half of a compile: the pruned model exported, with the inputs it was traced on and
     the PyTorch reference outputs the artefact is verified against."""
 
     outcome: PruneOutcome
-    program: torch.export.ExportedProgram
+    program: torch.export.ExportedProgram | None  # None when only a decoder folder is written (no export)
     inputs: list[np.ndarray]
     reference: list[np.ndarray]
     calibration: tuple[tuple[np.ndarray, ...], ...]
@@ -290,8 +370,9 @@ def cleanup_pruned(loaded: LoadedModel, outcome: PruneOutcome, dump_ir: Path | N
 
 
 def prune_and_export(loaded: LoadedModel, job: CompileJob, preset: TargetPreset,
-                     on_stage: Callable[[str], None] = lambda _: None) -> PrunedProgram:
-    """Round widths (optional) → prune → export → reference outputs → calibration inputs (static int8)."""
+                     on_stage: Callable[[str], None] = lambda _: None, *, export: bool = True) -> PrunedProgram:
+    """Round widths (optional) → prune → export (unless ``export`` is off) → reference outputs →
+    calibration inputs (static int8)."""
     steps: dict[str, float] = {}
     notes: dict[str, str] = {}
     prune_job = job.prune
@@ -299,8 +380,14 @@ def prune_and_export(loaded: LoadedModel, job: CompileJob, preset: TargetPreset,
         prune_job = replace(prune_job, round_to=preset.width_multiple)
         notes["width_rounding"] = f"kept channel/residual widths rounded to multiples of {preset.width_multiple}"
     outcome = _timed(steps, on_stage, "prune", lambda: run_pruning(loaded, prune_job, on_stage))
-    _timed(steps, on_stage, "cleanup passes", lambda: cleanup_pruned(loaded, outcome, job.dump_ir))
-    program = _timed(steps, on_stage, "export", lambda: export_program(outcome))
+    if export or job.dump_ir is not None:
+        # A decoder is written back from the pruned module itself: the passes rename parameters (DCE
+        # keeps one name of a tied table), so without export they run on a copy, only to be dumped.
+        kept = None if export else copy.deepcopy(outcome.result.module)
+        _timed(steps, on_stage, "cleanup passes", lambda: cleanup_pruned(loaded, outcome, job.dump_ir))
+        if kept is not None:
+            outcome.result.module = kept
+    program = _timed(steps, on_stage, "export", lambda: export_program(outcome)) if export else None
     inputs = flat_inputs(outcome.args, outcome.kwargs)
     with torch.no_grad():
         reference = flat_outputs(outcome.result.module(*outcome.args, **outcome.kwargs))
@@ -314,7 +401,10 @@ def lower_and_verify(loaded: LoadedModel, pruned: PrunedProgram, job: CompileJob
     """Lower → load the runtime → verify → time → write the manifest and report, atomically into ``output``.
 
     ``pruned`` may be lowered more than once (float and int8, several targets) with different jobs.
+    This writes the graph artefact; :func:`prunec.compile_llm.lower_and_verify_decoder` the decoder.
     """
+    if pruned.program is None:
+        raise ConfigError("this pruned model was not exported; call prune_and_export(..., export=True)")
     steps, notes = dict(pruned.steps), dict(pruned.notes)
     preset, backend = _timed(steps, on_stage, "resolve target", lambda: resolve_target(job))
     if job.quantize == "static" and not pruned.calibration:
@@ -348,8 +438,14 @@ def compile_model(loaded: LoadedModel, job: CompileJob, output: Path, *, overwri
     if Path(output).exists() and not overwrite:
         raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
     preset, _ = resolve_target(job)
-    pruned = prune_and_export(loaded, job, preset, on_stage)
-    return lower_and_verify(loaded, pruned, job, output, overwrite=overwrite, on_stage=on_stage)
+    from prunec.compile_llm import choose_artifact, lower_and_verify_decoder  # it imports this module
+
+    kind, reason = choose_artifact(loaded, job)
+    pruned = prune_and_export(loaded, job, preset, on_stage, export=kind == GRAPH_KIND)
+    if reason:
+        pruned.notes["artifact"] = reason
+    lowering = {GRAPH_KIND: lower_and_verify, GENAI_KIND: lower_and_verify_decoder}[kind]
+    return lowering(loaded, pruned, job, output, overwrite=overwrite, on_stage=on_stage)
 
 
 def load_manifest(directory: Path) -> dict[str, Any]:
@@ -366,6 +462,10 @@ def load_manifest(directory: Path) -> dict[str, Any]:
 def load_runner(directory: Path, threads: int | None = None) -> tuple[dict[str, Any], Callable[[Sequence[np.ndarray]], list[np.ndarray]]]:
     """The manifest and the backend's runner for a compiled directory (``threads`` overrides the manifest's)."""
     manifest = load_manifest(directory)
+    kind = manifest.get("artifact", {}).get("kind", GRAPH_KIND)
+    if kind != GRAPH_KIND:
+        raise ConfigError(f"{directory} holds a {kind} text decoder, which takes a prompt, not fixed-shape "
+                          f"arrays; use prunec generate {directory} --prompt TEXT, or prunec bench {directory}")
     missing = [k for k in ("backend", "target_preset", "inputs", "outputs") if k not in manifest]
     if missing:
         raise ConfigError(f"{Path(directory) / MANIFEST} lacks {', '.join(missing)}; recompile with prunec compile")

@@ -9,7 +9,8 @@ import sys
 
 from prunec.cli.common import app
 from prunec.cli import (  # noqa: F401  (importing a module registers its command)
-    bench_cmd, check_cmd, compile_cmd, diff_cmd, inspect_cmd, opt_cmd, passes_cmd, prune_cmd, run_cmd, targets_cmd,
+    bench_cmd, check_cmd, compile_cmd, diff_cmd, generate_cmd, inspect_cmd, opt_cmd, passes_cmd, prune_cmd, run_cmd,
+    targets_cmd,
 )
 
 __all__ = ["app", "main"]

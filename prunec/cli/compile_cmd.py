@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from prunec.cli.common import app, clean_errors, out, progress_bar
-from prunec.compile import CompileJob, compile_model, resolve_target
+from prunec.compile import CompileJob, compile_model, latency_line, resolve_target, verification_line
 from prunec.models import load_model
 from prunec.output import check_output
 from prunec.pipeline import PruneJob, parse_widths
@@ -44,6 +44,12 @@ def compile_cmd(
                                               "max(1, max |PyTorch|) (default 1e-3); quantised, allowed relative L2 "
                                               "error (default per mode: 0.1 int8-weights, 0.5 others)."),
     seq_len: int = typer.Option(16, help="Sequence length of the example input for text models (without --calib)."),
+    artifact: str = typer.Option("auto", help="auto: a text decoder folder (KV cache, tokenizer; onnxruntime-genai) "
+                                 "for causal LMs with a tokenizer and --backend onnx, else a fixed-length graph; "
+                                 "graph; genai (fail if no decoder can be written)."),
+    min_agreement: Optional[float] = typer.Option(None, help="Decoder: minimum greedy token agreement with PyTorch "
+                                                  "(default 0.9 float; quantised: teacher-forced, 0.75 int8-weights, "
+                                                  "0.5 int4-weights)."),
     force: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="Write the IR of every stage (traced, pruned, "
@@ -56,7 +62,7 @@ def compile_cmd(
                          allocation=allocation, calib=calib, calib_samples=calib_samples, calib_seq_len=calib_seq_len)
     job = CompileJob(target=target, backend=backend, prune=prune_job, quantize=quantize, round_widths=round_widths,
                      tuning=tuning, tuning_trials=tuning_trials, threads=threads, latency_repeat=repeat,
-                     tolerance=tolerance, dump_ir=dump_ir).resolved()
+                     tolerance=tolerance, dump_ir=dump_ir, artifact=artifact, min_agreement=min_agreement).resolved()
     # Fail before the (slow) model load on what needs no model: the target, the backend, the output.
     preset, _ = resolve_target(job)
     check_output(output, overwrite=force)
@@ -69,11 +75,9 @@ def compile_cmd(
     if json_out:
         print(json.dumps(manifest, indent=2))
         return
-    check, latency = manifest["verification"], manifest["latency"]
     out.print(f"[bold]{model}[/] for [bold]{preset.name}[/] ({backend}): params {manifest['params_before']:,} -> "
               f"{manifest['params_after']:,}, FLOPs {manifest['flops_before']:,} -> {manifest['flops_after']:,}")
-    out.print(f"verified: max |artefact - PyTorch| = {check['max_abs_diff']:.3g}, relative L2 error "
-              f"{check['relative_l2_error']:.3g} ({check['metric']} <= {check['tolerance']:.3g})"
-              + (f"; latency median {latency['median_ms']} ms ({latency['where']})" if latency else ""))
+    out.print(f"{manifest['artifact']['kind']} artefact, verified: {verification_line(manifest)}")
+    out.print(f"latency: {latency_line(manifest)}")
     files = ", ".join(f"{f['path']} ({f['bytes']:,} B)" for f in manifest["files"])
     out.print(f"wrote {output}/: {files}, manifest.json, report.md")
