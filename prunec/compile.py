@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import json
 import platform
 import statistics
@@ -264,10 +265,19 @@ def _decoder_latency(m: dict[str, Any]) -> str:
             f"{m['threads']} threads, {lat['where']}")
 
 
+def _gguf_verification(m: dict[str, Any]) -> str:
+    v = m["verification"]
+    return (f"llama.cpp: greedy token agreement {v['greedy_agreement']:.2f}, teacher-forced "
+            f"{v['teacher_forced_agreement']:.2f} over {len(v['prompts'])} prompts x {v['new_tokens']} new tokens "
+            f"(checked: {v['metric']} >= {v['tolerance']:.2f}); example logits max |llama.cpp - PyTorch| "
+            f"{v['example_logits_max_abs_diff']:.3g}")
+
+
 # Per artefact kind: one line for the verification and one for the latency (report and CLI).
 SUMMARY_LINES: dict[str, tuple[Callable[[dict[str, Any]], str], Callable[[dict[str, Any]], str]]] = {
     GRAPH_KIND: (_graph_verification, _graph_latency),
     GENAI_KIND: (_decoder_verification, _decoder_latency),
+    "gguf": (_gguf_verification, _decoder_latency),
 }
 
 
@@ -377,8 +387,10 @@ def prune_and_export(loaded: LoadedModel, job: CompileJob, preset: TargetPreset,
     notes: dict[str, str] = {}
     prune_job = job.prune
     if job.round_widths:
-        prune_job = replace(prune_job, round_to=preset.width_multiple)
-        notes["width_rounding"] = f"kept channel/residual widths rounded to multiples of {preset.width_multiple}"
+        # The preset's vector width, and the backend's kernels' (llama.cpp: rows of multiples of 32).
+        multiple = math.lcm(preset.width_multiple, getattr(get_backend(job.backend), "width_multiple", 1))
+        prune_job = replace(prune_job, round_to=multiple)
+        notes["width_rounding"] = f"kept channel/residual widths rounded to multiples of {multiple}"
     outcome = _timed(steps, on_stage, "prune", lambda: run_pruning(loaded, prune_job, on_stage))
     if export or job.dump_ir is not None:
         # A decoder is written back from the pruned module itself: the passes rename parameters (DCE
@@ -438,13 +450,18 @@ def compile_model(loaded: LoadedModel, job: CompileJob, output: Path, *, overwri
     if Path(output).exists() and not overwrite:
         raise OutputExistsError(f"output {output} already exists; choose another -o or pass --force to replace it")
     preset, _ = resolve_target(job)
-    from prunec.compile_llm import choose_artifact, lower_and_verify_decoder  # it imports this module
+    from prunec.compile_gguf import GGUF_KIND, check_gguf_job, lower_and_verify_gguf  # they import this module
+    from prunec.compile_llm import choose_artifact, lower_and_verify_decoder
 
-    kind, reason = choose_artifact(loaded, job)
+    if getattr(get_backend(job.backend), "artifact_kind", None) == GGUF_KIND:
+        check_gguf_job(loaded, job)
+        kind, reason = GGUF_KIND, ""
+    else:
+        kind, reason = choose_artifact(loaded, job)
     pruned = prune_and_export(loaded, job, preset, on_stage, export=kind == GRAPH_KIND)
     if reason:
         pruned.notes["artifact"] = reason
-    lowering = {GRAPH_KIND: lower_and_verify, GENAI_KIND: lower_and_verify_decoder}[kind]
+    lowering = {GRAPH_KIND: lower_and_verify, GENAI_KIND: lower_and_verify_decoder, GGUF_KIND: lower_and_verify_gguf}[kind]
     return lowering(loaded, pruned, job, output, overwrite=overwrite, on_stage=on_stage)
 
 

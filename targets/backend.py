@@ -131,7 +131,7 @@ def _import_builtin_backends() -> None:
     # Imported lazily so that `import prunec` never needs onnx or tvm installed.
     import importlib
 
-    for module in ("prunec.targets.onnx_backend", "prunec.targets.tvm_backend"):
+    for module in ("prunec.targets.onnx_backend", "prunec.targets.tvm_backend", "prunec.targets.gguf_backend"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -207,6 +207,8 @@ def write_gguf(state: Mapping[str, torch.Tensor], config: Any, path: Path, *, gg
         _copy_tokenizer_from_gguf(writer, tokenizer_gguf)
     elif tokenizer_dir is not None:
         _add_hf_tokenizer(writer, tokenizer_dir)
+    else:
+        writer.add_tokenizer_model("no_vocab")  # token ids in, logits out (a model built without a tokenizer)
 
     norm_scale = math.sqrt(original_hidden / hidden)
     rms_norms = _rms_norms()

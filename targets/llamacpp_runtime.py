@@ -26,16 +26,21 @@ def missing() -> str | None:
     return None
 
 
-def load(path: Path, *, n_ctx: int = 512, threads: int = 2, logits_all: bool = False) -> Any:
-    """A ``llama_cpp.Llama`` for ``path`` (quiet; ``logits_all`` keeps every position's logits)."""
+def load(path: Path, *, n_ctx: int = 512, threads: int = 2, logits_all: bool = False, f32_cache: bool = False) -> Any:
+    """A ``llama_cpp.Llama`` for ``path`` (quiet; ``logits_all`` keeps every position's logits).
+
+    ``f32_cache`` keeps the KV cache in float32 (llama.cpp's default is F16, which moves float32
+    logits by ~1e-3): verification of a float32 file uses it, timing uses the default users get.
+    """
     reason = missing()
     if reason:
         raise ToolchainError(reason)
     import llama_cpp
 
     try:
+        cache = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if f32_cache else {}
         return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads or None,
-                               n_threads_batch=threads or None, logits_all=logits_all, verbose=False)
+                               n_threads_batch=threads or None, logits_all=logits_all, verbose=False, **cache)
     except (ValueError, RuntimeError) as exc:
         raise ToolchainError(f"llama.cpp cannot load {path}: {exc}") from None
 

@@ -92,7 +92,7 @@ def test_unsupported_family_and_type_are_refused(tmp_path) -> None:
 def test_llamacpp_runs_the_file_and_matches_pytorch(tmp_path, allocation) -> None:
     model, args, result = _pruned(kinds=("channels", "heads"), allocation=allocation)
     path, _ = _write(tmp_path, model, result)
-    llm = llamacpp_runtime.load(path, n_ctx=64, logits_all=True)
+    llm = llamacpp_runtime.load(path, n_ctx=64, logits_all=True, f32_cache=True)
     ids = args[0][0].tolist()
     got = llamacpp_runtime.sequence_logits(llm, ids)
     with torch.no_grad():
@@ -105,3 +105,64 @@ def test_llamacpp_runs_the_file_and_matches_pytorch(tmp_path, allocation) -> Non
         for _ in range(6):
             seq.append(int(result.module(torch.tensor([seq])).logits[0, -1].argmax()))
     assert tokens == seq[len(ids):]
+
+
+# --- prunec compile --backend gguf, generate, bench -------------------------------------------
+
+@pytest.fixture(scope="module")
+def gguf_folder(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from genai_models import tiny_llm_dir
+    from prunec.cli import app
+
+    if llamacpp_runtime.missing():
+        pytest.skip(llamacpp_runtime.missing())
+    base = tmp_path_factory.mktemp("gguf")
+    src = tiny_llm_dir(base / "src")
+    out = base / "out"
+    result = CliRunner().invoke(app, ["compile", str(src), "--backend", "gguf", "--ratio", "0.3", "--kinds", "channels",
+                                      "--seq-len", "12", "--repeat", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_compile_writes_a_verified_gguf_with_aligned_widths(gguf_folder) -> None:
+    import json
+
+    manifest = json.loads((gguf_folder / "manifest.json").read_text())
+    art, check = manifest["artifact"], manifest["verification"]
+    assert art["kind"] == "gguf" and art["arch"] == "llama" and art["tokenizer"]
+    assert all(w["ffn"] % 32 == 0 and w["ffn"] < 128 for w in art["layer_widths"])  # rounded for llama.cpp's blocks
+    assert check["greedy_agreement"] >= 0.9 and check["example_logits_max_abs_diff"] <= 1e-3 * check["example_logits_scale"]
+    assert manifest["latency"]["decode_tokens_per_s"] > 0
+    assert (gguf_folder / "model.gguf").is_file() and "Greedy continuations" in (gguf_folder / "report.md").read_text()
+
+
+def test_generate_and_bench_run_the_gguf_in_llamacpp(gguf_folder) -> None:
+    from typer.testing import CliRunner
+
+    from prunec.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["generate", str(gguf_folder), "--prompt", "The capital of France is",
+                                 "--max-new-tokens", "5"])
+    assert result.exit_code == 0 and result.output.strip(), result.output
+    chat = runner.invoke(app, ["generate", str(gguf_folder), "--chat", "--prompt", "hi", "--max-new-tokens", "4"])
+    assert chat.exit_code == 0, chat.output
+    bench = runner.invoke(app, ["bench", str(gguf_folder), "--prefill", "16", "--decode", "8", "--repeat", "1", "--json"])
+    assert bench.exit_code == 0, bench.output
+    figures = __import__("json").loads(bench.stdout)
+    assert figures["prefill_tokens_per_s"] > 0 and figures["decode_tokens_per_s"] > 0 and figures["peak_rss_mb"] > 0
+
+
+def test_gguf_backend_refuses_other_families_before_pruning(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from prunec.cli import app
+
+    if llamacpp_runtime.missing():
+        pytest.skip(llamacpp_runtime.missing())
+    result = CliRunner().invoke(app, ["compile", "models:gpt2", "--backend", "gguf", "-o", str(tmp_path / "o")])
+    assert result.exit_code == ConfigError.exit_code and "--backend gguf writes" in result.output, result.output
+    assert not (tmp_path / "o").exists()

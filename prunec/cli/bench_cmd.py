@@ -41,6 +41,19 @@ def _bench_decoder(compiled: Path, prefill: int, decode: int, repeat: int, threa
               + (f" ({above} MiB above the process before loading)" if above is not None else ""))
 
 
+def _bench_gguf(compiled: Path, prefill: int, decode: int, repeat: int, threads: int, json_out: bool) -> None:
+    from prunec.compile_gguf import GGUF_FILE, bench_gguf
+
+    figures = bench_gguf(compiled / GGUF_FILE, prefill=prefill, decode=decode, repeat=repeat, threads=threads or 2)
+    if json_out:
+        print(json.dumps(figures, indent=2))
+        return
+    out.print(f"{compiled} (llama.cpp, {figures['threads']} threads, median of {figures['repeat']}): time to first "
+              f"token {figures['time_to_first_token_ms']} ms ({prefill}-token prompt), prefill "
+              f"{figures['prefill_tokens_per_s']} tokens/s, decode {figures['decode_tokens_per_s']} tokens/s "
+              f"({decode} tokens), peak RSS {figures['peak_rss_mb']} MiB")
+
+
 @app.command("bench")
 @clean_errors
 def bench_cmd(
@@ -56,6 +69,9 @@ def bench_cmd(
     """Time the artefact in COMPILED. A graph: median, min and max of --repeat runs. A text decoder:
     time to first token, prefill and decode tokens/s, peak RSS (median of --repeat runs, default 3)."""
     kind = load_manifest(compiled).get("artifact", {}).get("kind", GRAPH_KIND)
+    if kind == "gguf":
+        _bench_gguf(compiled, prefill, decode, 3 if repeat is None else repeat, threads, json_out)
+        return
     if kind == GENAI_KIND:
         _bench_decoder(compiled, prefill, decode, 3 if repeat is None else repeat, threads, json_out)
         return

@@ -21,7 +21,8 @@ def compile_cmd(
     model: str = typer.Argument(..., help="HF directory, .gguf, .pt2, package.module:factory, or a short name."),
     output: Path = typer.Option(..., "-o", "--output", help="Output directory (must not exist unless --force)."),
     target: str = typer.Option("x86-64", help="Target preset name (prunec targets lists them) or a .toml preset file."),
-    backend: str = typer.Option("onnx", help="Lowering backend: onnx (ONNX Runtime) or tvm."),
+    backend: str = typer.Option("onnx", help="Lowering backend: onnx (ONNX Runtime; causal LMs: ONNX Runtime GenAI), "
+                                "tvm, or gguf (LLaMA-family LLMs as a GGUF file for llama.cpp)."),
     ratio: float = typer.Option(0.3, help="Fraction of each prunable group's units to remove, in [0, 1)."),
     budget: Optional[str] = typer.Option(None, help="Instead of --ratio: params=0.8 keeps 80% of the non-embedding parameters."),
     kinds: str = typer.Option("auto", help="Comma-separated kinds: channels,heads,residual,head_dim (auto: as prunec prune)."),

@@ -1,4 +1,4 @@
-"""`prunec generate`: stream text from a compiled decoder folder (ONNX Runtime GenAI)."""
+"""`prunec generate`: stream text from a compiled decoder folder (ONNX Runtime GenAI) or GGUF (llama.cpp)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,16 @@ def generate_cmd(
     threads: Optional[int] = typer.Option(None, help="Threads (default: the manifest's; 0: ONNX Runtime's choice)."),
 ) -> None:
     """Generate greedily from COMPILED, printing tokens as they come."""
-    for piece in generate(compiled, prompt, chat=chat, system=system, max_new_tokens=max_new_tokens, threads=threads):
+    from prunec.compile import load_manifest
+    from prunec.compile_gguf import GGUF_KIND, generate_gguf
+
+    kind = load_manifest(compiled).get("artifact", {}).get("kind") if (compiled / "manifest.json").is_file() else None
+    if kind == GGUF_KIND:
+        pieces = generate_gguf(compiled, prompt, chat=chat, system=system, max_new_tokens=max_new_tokens,
+                               threads=threads or 2)
+    else:
+        pieces = generate(compiled, prompt, chat=chat, system=system, max_new_tokens=max_new_tokens, threads=threads)
+    for piece in pieces:
         # Plain writes, flushed: each piece shows as it is decoded (Rich would buffer and style it).
         sys.stdout.write(piece)
         sys.stdout.flush()
