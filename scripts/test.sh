@@ -14,12 +14,12 @@ case "${1:-}" in
 esac
 if [ "$mode" = latest ]; then
   export PRUNEC_VENV="${PRUNEC_VENV:-.venv-latest}"
-  scripts/setup.sh --models --latest
+  scripts/setup.sh --models --llamacpp --latest
   echo "== versions that differ from requirements/ci.txt =="
   "$PRUNEC_VENV/bin/python" -m pip freeze --exclude-editable | sed -E 's/\+cpu$//' | sort > "$PRUNEC_VENV/freeze.txt"
   grep -v '^#' requirements/ci.txt | sort | comm -13 - "$PRUNEC_VENV/freeze.txt" || true
 else
-  scripts/setup.sh --models
+  scripts/setup.sh --models --llamacpp
 fi
 # System tools some tests use (cross compiler + emulator for the rpi4/armv7/riscv64 targets, a headless
 # browser for the HTML diff report). Tests skip with a reason where a tool is absent.
