@@ -84,7 +84,10 @@ def main() -> None:
     loaded = load_model(args.model)
     source = Path(loaded.source)
     work = Path(tempfile.mkdtemp(prefix="prunec-decode-"))
-    rows = {"base": _artefacts(loaded.model, loaded.tokenizer, source, "base", work, runtimes)}
+    # The base goes through the same write-back as the pruned models (ratio 0 is the identity): a model
+    # dequantised from GGUF cannot be saved as it is loaded.
+    base = run_pruning(loaded, PruneJob(ratio=0.0).resolved()).result.to_pretrained()
+    rows = {"base": _artefacts(base, loaded.tokenizer, source, "base", work, runtimes)}
     for budget in args.budgets.split(","):
         start = time.perf_counter()
         outcome = run_pruning(loaded, PruneJob(budget=budget, calib=args.calib, calib_samples=args.calib_samples,
