@@ -166,3 +166,22 @@ def test_gguf_backend_refuses_other_families_before_pruning(tmp_path) -> None:
     result = CliRunner().invoke(app, ["compile", "models:gpt2", "--backend", "gguf", "-o", str(tmp_path / "o")])
     assert result.exit_code == ConfigError.exit_code and "--backend gguf writes" in result.output, result.output
     assert not (tmp_path / "o").exists()
+
+
+@needs_llamacpp
+def test_biases_from_bias_compensation_reach_llamacpp(tmp_path) -> None:
+    """Calibrated pruning folds removed inputs into o_proj/down_proj biases; llama.cpp must apply them."""
+    model, args, _ = llama_gqa()
+    randomize_(model)
+    model.eval()
+    calib = [(torch.randint(0, 96, args[0].shape, generator=torch.Generator().manual_seed(i)),) for i in range(3)]
+    result = prunec.prune(model, args, ratio=0.3, kinds=("channels", "heads"), importance="fluctuation",
+                          calibration=calib, bias_compensation=True)
+    biases = [k for k in result.module.state_dict() if k.endswith(("down_proj.bias", "o_proj.bias"))]
+    assert biases, "bias compensation should have added biases"
+    path, _ = _write(tmp_path, model, result)
+    llm = llamacpp_runtime.load(path, n_ctx=64, logits_all=True, f32_cache=True)
+    got = llamacpp_runtime.sequence_logits(llm, args[0][0].tolist())
+    with torch.no_grad():
+        want = result.module(*args).logits[0].numpy()
+    assert np.abs(got - want).max() <= 1e-3 * max(1.0, np.abs(want).max())
