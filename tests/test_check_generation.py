@@ -167,7 +167,6 @@ def test_static_program_is_padded_to_its_traced_length_or_refused(dirs, tmp_path
     assert too_long.exit_code == 2 and "static length of 24 tokens" in too_long.output
 
 
-@pytest.mark.slow
 def test_dynamic_program_generates_as_its_hf_directory(dirs, tmp_path) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
