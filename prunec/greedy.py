@@ -109,6 +109,6 @@ def greedy_generate(model: Any, tokenizer: Any, prompt: list[int], max_new_token
     pad = pad if isinstance(pad, int) else min(stop, default=0)
     run = _hf_generate if callable(getattr(model, "generate", None)) else _rerun_generate
     new = run(model, prompt, max_new_tokens, stop, pad)
-    while new and new[-1] in stop:  # generate() pads finished rows with pad (= a stop id here) too
-        new.pop()
+    end = next((i for i, t in enumerate(new) if t in stop), len(new))  # up to the first stop id
+    new = new[:end]
     return Generation(tuple(new), tokenizer.decode(new, skip_special_tokens=True).strip())

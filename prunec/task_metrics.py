@@ -28,9 +28,9 @@ def generate_both(ctx: CheckContext, prompts: list[str]) -> tuple[list[Generatio
     check_fits(ctx.base.model, "the base model", encoded, opts.max_new_tokens)
     check_fits(ctx.pruned.model, ctx.pruned_spec, encoded, opts.max_new_tokens)
     stop = stop_ids(ctx.tokenizer, (ctx.base.model, ctx.pruned.model))
-    replies = tuple([greedy_generate(m.model, ctx.tokenizer, ids, opts.max_new_tokens, stop) for ids in encoded]
+    base, pruned = ([greedy_generate(m.model, ctx.tokenizer, ids, opts.max_new_tokens, stop) for ids in encoded]
                     for m in (ctx.base, ctx.pruned))
-    return replies
+    return base, pruned
 
 
 def _first(items: list, ctx: CheckContext) -> list:
@@ -47,7 +47,7 @@ def measure_qa(ctx: CheckContext) -> Measurement:
         raise ConfigError(f"the base model answers none of the {len(questions)} questions in {ctx.data}, so retention "
                           "is undefined; give questions it answers (or more --max-new-tokens)")
     kept = sum(b and p for b, p in zip(base_ok, pruned_ok))
-    lost = [q.prompt for q, b, p in zip(questions, base_ok, pruned_ok) if b and not p]
+    lost = tuple(q.prompt for q, b, p in zip(questions, base_ok, pruned_ok) if b and not p)
     details = {"questions": len(questions), "base_correct": sum(base_ok), "pruned_correct": sum(pruned_ok),
                "kept": kept, "gained": sum(p and not b for b, p in zip(base_ok, pruned_ok)), "lost": lost}
     return Measurement(fmean(base_ok), fmean(pruned_ok), kept / sum(base_ok), MappingProxyType(details))
