@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,7 +16,7 @@ from prunec.analysis.groups import DEFAULT_KINDS, KINDS, Group
 from prunec.attrs import get_path
 from prunec.budget import Budget, FlopCounter, ParamCounter, budget_counter, solve_prefix, solve_ratio
 from prunec.distributed import shard_batches
-from prunec.errors import ConfigError
+from prunec.errors import ConfigError, TransformError
 from prunec.gradients import accumulate_gradients
 from prunec.importance import ScoringInputs, get_importance
 from prunec.passes.bias_compensation import BiasCompensation
@@ -220,6 +220,41 @@ def prune(
     (the pruned traced graph, in eval mode) called with the same inputs as ``model``.  The
     input model is not modified.
     """
+    options = {k: v for k, v in locals().items() if k not in ("model", "example_inputs", "example_kwargs")}
+    try:
+        return _prune(model, example_inputs, example_kwargs, **options)
+    except TransformError as exc:
+        if not dynamic:
+            raise
+        # Some ops' meta kernels take only concrete sizes once widths change (Swin's window pad): prune the
+        # static trace instead, and say so, rather than fail.
+        result = _prune(model, example_inputs, example_kwargs, **{**options, "dynamic": False})
+        return replace(result, dynamic_dims={}, static_reason=f"the pruned graph does not re-propagate with "
+                                                              f"symbolic shapes ({str(exc)[:200]}); traced statically")
+
+
+def _prune(
+    model: torch.nn.Module,
+    example_inputs: Any,
+    example_kwargs: dict[str, Any] | None = None,
+    *,
+    ratio: float = 0.3,
+    budget: Budget | str | None = None,
+    widths: dict[str, int] | None = None,
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    importance: str = "l2",
+    allocation: str = "uniform",
+    ignore: Sequence[str] = (),
+    keep_interface: bool = True,
+    calibration: Sequence[tuple] | None = None,
+    bias_compensation: bool = False,
+    reconstruct: bool = False,
+    recover: RecoveryConfig | None = None,
+    round_to: int = 1,
+    sensitivity: SensitivityConfig | None = None,
+    dynamic: bool = True,
+) -> PruneResult:
+    """:func:`prune` with one trace (dynamic or static)."""
     start = time.perf_counter()
     ratio = validate_ratio(ratio)
     # Explicit widths name the kinds they prune.

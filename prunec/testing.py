@@ -117,4 +117,14 @@ def check_dead_unit_exactness(
     result = prune(model, args, kwargs, ratio=ratio, kinds=kinds, importance="l2", allocation="uniform")
     with torch.no_grad():
         pruned = result.module(*args, **kwargs)
-    return ExactnessReport(max_abs_diff(reference, pruned), units, result)
+    # prune() may have fallen back to a static trace, whose groups are numbered on their own.
+    return ExactnessReport(max_abs_diff(reference, pruned), _same_groups(units, analysis, result.analysis), result)
+
+
+def _same_groups(units: dict[int, tuple[int, ...]], src: Analysis, dst: Analysis) -> dict[int, tuple[int, ...]]:
+    """``units`` keyed by ``dst``'s ids for the same groups (a group is its set of member slices)."""
+    if src is dst:
+        return units
+    key = {frozenset((m.name, m.dim) for m in g.members): g.id for g in dst.groups}
+    return {key.get(frozenset((m.name, m.dim) for m in src.groups[gid].members), -1 - gid): chosen
+            for gid, chosen in units.items()}

@@ -192,4 +192,27 @@ def trace(
     gm.meta["prunec_static_reason"] = static_reason if not gm.meta["prunec_dynamic_dims"] else ""
     if dynamic and not gm.meta["prunec_dynamic_dims"] and not static_reason:
         gm.meta["prunec_static_reason"] = "the model pins every input dim"
+    if gm.meta["prunec_dynamic_dims"]:
+        # Pruning re-propagates shapes in the trace's symbolic setting; some ops' meta kernels take only
+        # concrete sizes there (Bloom's alibi baddbmm, Swin's window pad, LSTM). Such a model is traced
+        # statically instead, with the reason, rather than failing after pruning.
+        reason = _symbolic_propagation_failure(gm)
+        if reason:
+            gm = trace(model, example_inputs, example_kwargs, dynamic=False)
+            gm.meta["prunec_static_reason"] = reason
     return gm
+
+
+def _symbolic_propagation_failure(gm: fx.GraphModule) -> str:
+    """Why shapes do not re-propagate symbolically through ``gm`` ("" when they do)."""
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    from prunec.shapes import fake_inputs, propagation_mode
+
+    mode = propagation_mode(gm)
+    try:
+        FakeTensorProp(gm, mode).propagate(*fake_inputs(gm, mode))
+    except Exception as exc:  # noqa: BLE001 - any failure means: trace statically
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return f"shapes do not propagate symbolically ({type(exc).__name__}: {first})"
+    return ""
