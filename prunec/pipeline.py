@@ -78,14 +78,6 @@ class PruneJob:
         """Fill in the ``auto`` defaults and validate combinations (raises :class:`ConfigError`)."""
         validate_ratio(self.ratio)
         job = self
-        if job.calib is not None:
-            check_data_file(job.calib, "calibration file (--calib)")
-        if job.recover_data is not None:
-            check_data_file(job.recover_data, "recovery data (--recover-data)")
-        if job.calib_samples < 1:
-            raise ConfigError(f"--calib-samples must be >= 1, got {job.calib_samples}")
-        if job.calib_seq_len is not None and job.calib_seq_len < 2:
-            raise ConfigError(f"--calib-seq-len must be >= 2, got {job.calib_seq_len}")
         if job.kinds == "auto":
             # Measured on SmolLM2-135M (benchmarks/llm_ppl.py): FFN units alone beat FFN + heads at the
             # same parameter budget once layers are refitted; heads come in coarse steps (3 per KV group).
@@ -135,6 +127,15 @@ class PruneJob:
             raise ConfigError(f"--drop-blocks must be >= 0, got {job.drop_blocks}")
         if job.drop_blocks and not job.calib:
             raise ConfigError("--drop-blocks ranks blocks on calibration data: add --calib FILE")
+        # Files last: a contradiction between options is the more useful message.
+        if job.calib_samples < 1:
+            raise ConfigError(f"--calib-samples must be >= 1, got {job.calib_samples}")
+        if job.calib_seq_len is not None and job.calib_seq_len < 2:
+            raise ConfigError(f"--calib-seq-len must be >= 2, got {job.calib_seq_len}")
+        if job.calib is not None:
+            check_data_file(job.calib, "calibration file (--calib)")
+        if job.recover_data is not None:
+            check_data_file(job.recover_data, "recovery data (--recover-data)")
         return job
 
     @property
