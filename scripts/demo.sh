@@ -14,7 +14,8 @@ scripts/system-deps.sh --demo || echo "(the rpi4 step below falls back to ONNX R
 prunec="${PRUNEC_VENV:-.venv}/bin/prunec"
 "$prunec" inspect demo-llama
 rm -rf out/demo-llama out/demo-resnet-rpi4
-"$prunec" prune demo-llama --ratio 0.3 -o out/demo-llama
+# Static shapes: the diff below replays FLOPs on the printed shapes, which a dynamic .pt2 leaves symbolic.
+"$prunec" prune demo-llama --ratio 0.3 --static-shapes -o out/demo-llama
 if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then
   "$prunec" compile demo-resnet --target rpi4 --backend tvm --ratio 0.3 --repeat 3 -o out/demo-resnet-rpi4
 else
