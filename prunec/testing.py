@@ -118,13 +118,15 @@ def check_dead_unit_exactness(
     with torch.no_grad():
         pruned = result.module(*args, **kwargs)
     # prune() may have fallen back to a static trace, whose groups are numbered on their own.
-    return ExactnessReport(max_abs_diff(reference, pruned), _same_groups(units, analysis, result.analysis), result)
+    fell_back = bool(analysis.graph_module.meta.get("prunec_dynamic_dims")) and not result.dynamic_dims
+    expected = _same_groups(units, analysis, result.analysis) if fell_back else units
+    return ExactnessReport(max_abs_diff(reference, pruned), expected, result)
 
 
 def _same_groups(units: dict[int, tuple[int, ...]], src: Analysis, dst: Analysis) -> dict[int, tuple[int, ...]]:
-    """``units`` keyed by ``dst``'s ids for the same groups (a group is its set of member slices)."""
-    if src is dst:
-        return units
-    key = {frozenset((m.name, m.dim) for m in g.members): g.id for g in dst.groups}
-    return {key.get(frozenset((m.name, m.dim) for m in src.groups[gid].members), -1 - gid): chosen
-            for gid, chosen in units.items()}
+    """``units`` keyed by ``dst``'s ids for the same groups: same kind, size and member slices."""
+    def key(g):
+        return g.kind, g.size, frozenset((m.name, m.dim, m.shared) for m in g.members)
+
+    ids = {key(g): g.id for g in dst.groups}
+    return {ids.get(key(src.groups[gid]), -1 - gid): chosen for gid, chosen in units.items()}

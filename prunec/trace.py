@@ -209,10 +209,18 @@ def _symbolic_propagation_failure(gm: fx.GraphModule) -> str:
 
     from prunec.shapes import fake_inputs, propagation_mode
 
+    # A trial run: FakeTensorProp rewrites every node's meta["val"], and the analysis must see the trace's own.
+    saved = {node: node.meta.get("val") for node in gm.graph.nodes}
     mode = propagation_mode(gm)
     try:
         FakeTensorProp(gm, mode).propagate(*fake_inputs(gm, mode))
     except Exception as exc:  # noqa: BLE001 - any failure means: trace statically
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         return f"shapes do not propagate symbolically ({type(exc).__name__}: {first})"
+    finally:
+        for node, val in saved.items():
+            if val is None:
+                node.meta.pop("val", None)
+            else:
+                node.meta["val"] = val
     return ""
